@@ -1,0 +1,223 @@
+"""`intime`: the admin CLI. Prints only the asked-for value on stdout, errors on stderr, exit 1 on error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+DEMO_ORG = ("demo", "Demo Staffing")
+DEMO_ADMIN = ("admin@demo.test", "demo-admin-pass")
+DEMO_VIEWER = ("viewer@demo.test", "demo-viewer-pass")
+
+
+class CliError(Exception):
+    pass
+
+
+def _fail(message: str) -> None:
+    raise CliError(message)
+
+
+async def _with_db(work: Callable[[], Awaitable[Any]]) -> Any:
+    from app.core import db
+    from app.core.redis import get_redis
+
+    await db.open_pool(max_size=2)
+    try:
+        return await work()
+    finally:
+        await db.close_pool()
+        await get_redis().aclose()
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+
+async def org_create(args: argparse.Namespace) -> str:
+    from app.accounts import services
+
+    org = await services.create_organization(args.slug, args.name)
+    return str(org.id)
+
+
+async def user_create(args: argparse.Namespace) -> str:
+    from app.accounts import services
+
+    org = await services.get_organization(args.org)
+    user = await services.create_user(org, args.email, args.password, args.role, args.name or "")
+    return str(user.id)
+
+
+async def token_create(args: argparse.Namespace) -> str:
+    from app.accounts import services, tokens
+
+    org = await services.get_organization(args.org)
+    _, token = await tokens.create_token(
+        org, args.name, args.scopes, expires_in_days=args.expires_in_days, rate_limit_per_hour=args.rate_limit
+    )
+    return token
+
+
+async def events_publish(args: argparse.Namespace) -> str:
+    from app.accounts import services as accounts
+    from app.events import services
+
+    def parse(raw: str | None, name: str) -> Any:
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as error:
+            _fail(f"--{name} is not valid JSON: {error}")
+
+    org = await accounts.get_organization(args.org)
+    event_id = await services.publish(
+        org.id, args.type, parse(args.payload, "payload"), aggregate_id=args.aggregate_id,
+        metadata=parse(args.metadata, "metadata"),
+    )
+    return str(event_id)
+
+
+async def migrate(_: argparse.Namespace) -> str:
+    """Every Piccolo migration, then the event catalog; Piccolo's report goes to stderr."""
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    from app.events.catalog import sync_catalog
+
+    with contextlib.redirect_stdout(sys.stderr):
+        result = await run_forwards(app_name="all", migration_id="all", fake=False)
+    if not result.success:
+        _fail(f"migrations failed: {result.message}")
+    synced = await sync_catalog()
+    print(f"catalog: {synced['types']} event types, {synced['deprecated']} newly deprecated", file=sys.stderr)
+    return ""
+
+
+async def catalog_sync(_: argparse.Namespace) -> str:
+    from app.events.catalog import sync_catalog
+
+    return json.dumps(await sync_catalog())
+
+
+async def seed(_: argparse.Namespace) -> str:
+    """The demo organisation with an admin and a viewer; safe to run again."""
+    from app.accounts import services
+    from app.accounts.tables import Organization, User
+
+    org = await Organization.objects().where(Organization.slug == DEMO_ORG[0]).first()
+    if org is None:
+        org = await services.create_organization(*DEMO_ORG)
+    for (email, password), role in ((DEMO_ADMIN, "admin"), (DEMO_VIEWER, "viewer")):
+        if not await User.exists().where(User.email == email):
+            await services.create_user(org, email, password, role, name=f"Demo {role}")
+    return ""
+
+
+def services_cmd(args: argparse.Namespace) -> str:
+    from app.core import embedded
+    from app.core.settings import ROOT
+
+    data_dir = ROOT / ".data"
+    if args.action == "up":
+        started = embedded.up(data_dir)
+        return json.dumps({"database_url": started.database_url, "redis_url": started.redis_url})
+    if args.action == "down":
+        embedded.down(data_dir)
+        return ""
+    return json.dumps(embedded.status(data_dir))
+
+
+def dev_cmd(args: argparse.Namespace) -> str:
+    from app import devserver
+
+    devserver.main(with_scheduler=not args.no_scheduler)
+    return ""
+
+
+# --- parser -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="intime", description="InTime Integrations admin CLI")
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    org = sub.add_parser("org", help="organisations").add_subparsers(dest="action", required=True)
+    p = org.add_parser("create", help="create an organisation; prints its id")
+    p.add_argument("slug")
+    p.add_argument("--name", required=True)
+    p.set_defaults(run=org_create)
+
+    user = sub.add_parser("user", help="users").add_subparsers(dest="action", required=True)
+    p = user.add_parser("create", help="create a user; prints its id")
+    p.add_argument("--org", required=True, help="organisation slug")
+    p.add_argument("--email", required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--role", required=True, choices=["admin", "viewer"])
+    p.add_argument("--name")
+    p.set_defaults(run=user_create)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
+    p = token.add_parser("create", help="create an API token; prints the token (shown only here)")
+    p.add_argument("--org", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--scopes", required=True, help="comma-separated, e.g. events:write,webhooks:read")
+    p.add_argument("--expires-in-days", type=int, default=None)
+    p.add_argument("--rate-limit", type=int, default=1000, help="requests per hour (default 1000)")
+    p.set_defaults(run=token_create)
+
+    events = sub.add_parser("events", help="the event bus").add_subparsers(dest="action", required=True)
+    p = events.add_parser("publish", help="publish an event; prints its id")
+    p.add_argument("type")
+    p.add_argument("--org", required=True)
+    p.add_argument("--aggregate-id")
+    p.add_argument("--payload", required=True, help="a JSON object")
+    p.add_argument("--metadata", help="a JSON object")
+    p.set_defaults(run=events_publish)
+
+    catalog = sub.add_parser("catalog", help="the event-type catalog").add_subparsers(dest="action", required=True)
+    catalog.add_parser("sync", help="load catalog.toml into the database").set_defaults(run=catalog_sync)
+
+    sub.add_parser("migrate", help="run every migration and sync the catalog").set_defaults(run=migrate)
+    sub.add_parser("seed", help="create the demo organisation and users (idempotent)").set_defaults(run=seed)
+
+    p = sub.add_parser("services", help="the embedded PostgreSQL and Redis under .data/")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(run=services_cmd, sync=True)
+
+    p = sub.add_parser("dev", help="web + worker + scheduler, supervised (what ./task dev runs)")
+    p.add_argument("--no-scheduler", action="store_true")
+    p.set_defaults(run=dev_cmd, sync=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from app.accounts.services import AccountError
+    from app.core.settings import SettingsError
+    from app.events.services import EventError
+
+    try:
+        if getattr(args, "sync", False):
+            output = args.run(args)
+        else:
+            output = asyncio.run(_with_db(lambda: args.run(args)))
+    except (CliError, AccountError, EventError, SettingsError) as error:
+        print(f"intime: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:
+        print(f"intime: cannot reach a service: {error}", file=sys.stderr)
+        return 1
+    if output:
+        print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

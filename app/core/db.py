@@ -1,0 +1,35 @@
+"""The Piccolo engine (one per process) and a raw asyncpg connection for LISTEN."""
+
+from __future__ import annotations
+
+import asyncpg
+from piccolo.engine.postgres import PostgresEngine
+
+from app.core.settings import get_settings
+
+
+def make_engine(url: str | None = None) -> PostgresEngine:
+    return PostgresEngine(config={"dsn": url or get_settings().database.url}, log_queries=False)
+
+
+def engine() -> PostgresEngine:
+    """The engine Piccolo tables use (the one named in piccolo_conf)."""
+    from piccolo.engine.finder import engine_finder
+
+    found = engine_finder()
+    assert isinstance(found, PostgresEngine)
+    return found
+
+
+async def open_pool(max_size: int | None = None) -> None:
+    size = max_size or get_settings().database.pool_max_size
+    await engine().start_connection_pool(min_size=min(2, size), max_size=size)
+
+
+async def close_pool() -> None:
+    await engine().close_connection_pool()
+
+
+async def connect() -> asyncpg.Connection:
+    """A dedicated connection outside the pool, for LISTEN or long work."""
+    return await asyncpg.connect(get_settings().database.url)

@@ -1,0 +1,243 @@
+"""Typed settings, one object per concern, read once from the environment.
+
+Development and test fall back to what `./task dev` prepares under `.data/`: the embedded servers'
+URLs (`services.json`) and keys generated once (`dev-keys.json`). Production (`INTIME_ENV=production`)
+falls back to nothing: every required variable must be set and well-formed, or start-up stops with a
+message that names the variable and says what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVIRONMENTS = ("development", "test", "production")
+DEV_OUTBOUND_ALLOW = "127.0.0.0/8,::1/128"
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str
+    """Interface the web process binds to (`INTIME_HOST`)."""
+    port: int
+    """TCP port of the web process (`INTIME_PORT`)."""
+    base_url: str
+    """Public URL of the portal, used to build OAuth redirect URIs (`INTIME_BASE_URL`)."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str
+    """asyncpg DSN (`DATABASE_URL`); embedded PostgreSQL under `.data/pg` when unset outside production."""
+    pool_max_size: int = 10
+    """Connections per process (`INTIME_DB_POOL_SIZE`)."""
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str
+    """Redis URL (`REDIS_URL`): broker, sessions, rate limits; embedded under `.data/redis` when unset."""
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    secret_key: str
+    """Signs CSRF tokens (`INTIME_SECRET_KEY`, at least 32 characters)."""
+    encryption_keys: tuple[bytes, ...]
+    """AES-256-GCM keys for secrets at rest, newest first (`INTIME_ENCRYPTION_KEYS`)."""
+    cookie_secure: bool
+    """Send cookies over HTTPS only; on whenever the base URL is https."""
+    session_ttl_seconds: int = 8 * 3600
+    """Idle lifetime of a signed-in session; each request renews it."""
+    login_max_failures: int = 10
+    """Failed sign-ins allowed per account and per client address within the window."""
+    login_window_seconds: int = 15 * 60
+    """The window of the sign-in limit."""
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default_factory=tuple)
+    """Networks the SSRF guard lets through although they are private (`INTIME_OUTBOUND_ALLOW`)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    data_dir: Path
+    server: ServerSettings
+    database: DatabaseSettings
+    redis: RedisSettings
+    security: SecuritySettings
+    outbound: OutboundSettings
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value.strip() if value and value.strip() else None
+
+
+def _int(name: str, default: int, low: int, high: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is out of range ({low}..{high})")
+    return value
+
+
+def parse_encryption_keys(raw: str, name: str = "INTIME_ENCRYPTION_KEYS") -> tuple[bytes, ...]:
+    keys = []
+    for position, item in enumerate(part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            key = base64.urlsafe_b64decode(item + "=" * (-len(item) % 4))
+        except (binascii.Error, ValueError):
+            raise SettingsError(f"{name}: key #{position + 1} is not base64") from None
+        if len(key) != 32:
+            raise SettingsError(
+                f"{name}: key #{position + 1} decodes to {len(key)} bytes; AES-256 needs 32 "
+                "(make one with: python -c 'import os,base64;print(base64.urlsafe_b64encode(os.urandom(32)).decode())')"
+            )
+        keys.append(key)
+    if not keys:
+        raise SettingsError(f"{name} holds no key")
+    return tuple(keys)
+
+
+def parse_networks(raw: str, name: str = "INTIME_OUTBOUND_ALLOW") -> tuple:
+    networks = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not an address or CIDR network") from None
+    return tuple(networks)
+
+
+def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.hostname or parts.path):
+        raise SettingsError(f"{name}={value!r} is not a URL of scheme {' or '.join(schemes)}")
+    return value
+
+
+def _dev_keys(data_dir: Path) -> dict[str, str]:
+    """Keys generated once per checkout, so dev sessions and encrypted rows survive restarts."""
+    path = data_dir / "dev-keys.json"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        generated = {
+            "secret_key": secrets.token_urlsafe(48),
+            "encryption_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        }
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process won the race; read its keys below
+        else:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(generated, handle)
+    for _ in range(50):
+        try:
+            return json.loads(path.read_text())
+        except ValueError:  # the winner is still writing
+            time.sleep(0.02)
+    raise SettingsError(f"{path} is not valid JSON: delete it to generate new development keys")
+
+
+def _embedded_urls(data_dir: Path) -> dict[str, str]:
+    path = data_dir / "services.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def load_settings() -> Settings:
+    env = _env("INTIME_ENV") or "development"
+    if env not in ENVIRONMENTS:
+        raise SettingsError(f"INTIME_ENV={env!r} must be one of {', '.join(ENVIRONMENTS)}")
+    production = env == "production"
+    data_dir = Path(_env("INTIME_DATA_DIR") or ROOT / ".data")
+
+    missing = []
+    if production:
+        for name in ("DATABASE_URL", "REDIS_URL", "INTIME_SECRET_KEY", "INTIME_ENCRYPTION_KEYS", "INTIME_BASE_URL"):
+            if _env(name) is None:
+                missing.append(name)
+        if missing:
+            raise SettingsError(
+                "production mode needs these settings, which are not set: " + ", ".join(missing)
+            )
+
+    embedded = {} if production else _embedded_urls(data_dir)
+    database_url = _env("DATABASE_URL") or embedded.get("database_url")
+    redis_url = _env("REDIS_URL") or embedded.get("redis_url")
+    for name, value in (("DATABASE_URL", database_url), ("REDIS_URL", redis_url)):
+        if value is None:
+            raise SettingsError(
+                f"{name} is not set and the embedded servers are not running: "
+                "start them with `./task services` (or `./task dev`), or set it"
+            )
+    _check_url("DATABASE_URL", database_url, ("postgres", "postgresql"))
+    _check_url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
+
+    host = _env("INTIME_HOST") or "127.0.0.1"
+    port = _int("INTIME_PORT", 8000, 1, 65535)
+    base_url = _env("INTIME_BASE_URL") or f"http://{host}:{port}"
+    _check_url("INTIME_BASE_URL", base_url, ("http", "https"))
+
+    keys = {} if production else _dev_keys(data_dir)
+    secret_key = _env("INTIME_SECRET_KEY") or keys["secret_key"]
+    if len(secret_key) < 32:
+        raise SettingsError("INTIME_SECRET_KEY must be at least 32 characters of random text")
+    encryption_keys = parse_encryption_keys(_env("INTIME_ENCRYPTION_KEYS") or keys["encryption_key"])
+
+    allow_raw = os.environ.get("INTIME_OUTBOUND_ALLOW")
+    if allow_raw is None:
+        allow_raw = "" if production else DEV_OUTBOUND_ALLOW
+
+    return Settings(
+        env=env,
+        data_dir=data_dir,
+        server=ServerSettings(host=host, port=port, base_url=base_url.rstrip("/")),
+        database=DatabaseSettings(url=database_url, pool_max_size=_int("INTIME_DB_POOL_SIZE", 10, 1, 500)),
+        redis=RedisSettings(url=redis_url),
+        security=SecuritySettings(
+            secret_key=secret_key,
+            encryption_keys=encryption_keys,
+            cookie_secure=base_url.startswith("https://"),
+        ),
+        outbound=OutboundSettings(allow=parse_networks(allow_raw)),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,97 @@
+"""Builds the Litestar app: pages under /employee/admin/integrations, the JSON API under /api/v1."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Litestar, Router
+from litestar.config.csrf import CSRFConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, RapidocRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.htmx import HTMXPlugin
+from litestar.static_files import create_static_files_router
+
+from app.accounts.auth import AuthMiddleware, api_token, signed_in
+from app.accounts.controllers import LoginController, TokensController
+from app.core import db
+from app.core.problems import EXCEPTION_HANDLERS
+from app.core.redis import get_redis
+from app.core.settings import ROOT, get_settings
+from app.core.templating import template_config
+from app.events.controllers import CatalogPage, EventsApi
+from app.portal.controllers import PortalController, healthz, root
+
+ADMIN_PREFIX = "/employee/admin/integrations"
+API_PREFIX = "/api/v1"
+VERSION = "0.1.0"
+
+
+async def _startup() -> None:
+    await db.open_pool()
+
+
+async def _shutdown() -> None:
+    await db.close_pool()
+    await get_redis().aclose()
+
+
+def create_app() -> Litestar:
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    admin = Router(
+        path=ADMIN_PREFIX,
+        guards=[signed_in],
+        route_handlers=[PortalController, TokensController, CatalogPage],
+        include_in_schema=False,
+    )
+    api = Router(
+        path=API_PREFIX,
+        guards=[api_token],
+        route_handlers=[EventsApi],
+        security=[{"BearerToken": []}],
+    )
+    return Litestar(
+        route_handlers=[
+            root,
+            healthz,
+            LoginController,
+            admin,
+            api,
+            create_static_files_router(path="/static", directories=[ROOT / "static"], name="static",
+                                       include_in_schema=False),
+        ],
+        middleware=[AuthMiddleware()],
+        csrf_config=CSRFConfig(
+            secret=settings.security.secret_key,
+            cookie_name="intime_csrf",
+            cookie_httponly=True,
+            cookie_secure=settings.security.cookie_secure,
+            exclude=["^/api/", "^/healthz$"],
+        ),
+        template_config=template_config,
+        plugins=[HTMXPlugin()],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="InTime Integrations API",
+            version=VERSION,
+            path="/schema",
+            # The reference UI is vendored like htmx: the portal loads nothing from a CDN.
+            render_plugins=[
+                RapidocRenderPlugin(path="/", js_url="/static/vendor/rapidoc-9.min.js"),
+                JsonRenderPlugin(),
+            ],
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http", scheme="bearer",
+                        description="An API token from the portal's API tokens page or `intime token create`.",
+                    )
+                }
+            ),
+        ),
+        on_startup=[_startup],
+        on_shutdown=[_shutdown],
+        debug=False,
+    )

@@ -1,0 +1,14 @@
+"""Piccolo's entry point: the engine and the registry of domain apps (each with its migrations)."""
+
+from piccolo.conf.apps import AppRegistry
+
+from app.core.db import make_engine
+
+DB = make_engine()
+
+APP_REGISTRY = AppRegistry(
+    apps=[
+        "app.accounts.piccolo_app",
+        "app.events.piccolo_app",
+    ]
+)

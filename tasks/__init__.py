@@ -1,0 +1,4 @@
+"""Dramatiq actors. `dramatiq tasks` imports this package: the broker first, then every actor module."""
+
+from tasks import broker  # noqa: F401  (must come first: it sets the global broker)
+from tasks import system  # noqa: F401
