@@ -25,14 +25,14 @@ def _fail(message: str) -> None:
 
 async def _with_db(work: Callable[[], Awaitable[Any]]) -> Any:
     from app.core import db
-    from app.core.redis import get_redis
+    from app.core.redis import close_redis
 
     await db.open_pool(max_size=2)
     try:
         return await work()
     finally:
         await db.close_pool()
-        await get_redis().aclose()
+        await close_redis()
 
 
 # --- commands -----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from app.accounts.auth import AuthMiddleware, api_token, signed_in
 from app.accounts.controllers import LoginController, TokensController
 from app.core import db
 from app.core.problems import EXCEPTION_HANDLERS
-from app.core.redis import get_redis
+from app.core.redis import close_redis
 from app.core.settings import ROOT, get_settings
 from app.core.templating import template_config
 from app.events.controllers import CatalogPage, EventsApi
@@ -27,13 +27,14 @@ API_PREFIX = "/api/v1"
 VERSION = "0.1.0"
 
 
-async def _startup() -> None:
-    await db.open_pool()
+async def _startup(app: Litestar) -> None:
+    app.state.owns_pool = await db.open_pool()
 
 
-async def _shutdown() -> None:
-    await db.close_pool()
-    await get_redis().aclose()
+async def _shutdown(app: Litestar) -> None:
+    if app.state.get("owns_pool"):
+        await db.close_pool()
+    await close_redis()
 
 
 def create_app() -> Litestar:

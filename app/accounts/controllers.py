@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Redirect, Template
 
@@ -27,7 +28,7 @@ class LoginController(Controller):
     include_in_schema = False
 
     @get("/login", name="login")
-    async def login_page(self, request: Request, next: str | None = None) -> Template | Redirect:  # noqa: A002
+    async def login_page(self, request: Request, next: FromQuery[str | None] = None) -> Template | Redirect:  # noqa: A002
         index = request.app.route_reverse("portal:index")
         if request.scope.get("user") is not None:
             return Redirect(path=_safe_next(next, index))
@@ -105,7 +106,8 @@ class TokensController(Controller):
             try:
                 row, token = await tokens.create_token(
                     principal.org_id, form["name"], form["scopes"], expires_in_days=expires,
-                    rate_limit_per_hour=rate or tokens.DEFAULT_RATE_LIMIT, created_by=principal.user_id,
+                    rate_limit_per_hour=tokens.DEFAULT_RATE_LIMIT if rate is None else rate,
+                    created_by=principal.user_id,
                 )
                 created = {"name": row.name, "token": token}
             except AccountError as error:
@@ -119,7 +121,7 @@ class TokensController(Controller):
         return Template("accounts/tokens.html", context=context, status_code=status)
 
     @post("/{token_id:uuid}/revoke", name="tokens:revoke", guards=[admin_only])
-    async def revoke(self, request: HTMXRequest, token_id: uuid.UUID) -> Response:
+    async def revoke(self, request: HTMXRequest, token_id: FromPath[uuid.UUID]) -> Response:
         principal = principal_of(request)
         if not await tokens.revoke_token(principal.org_id, token_id):
             raise NotFoundException("No such active token in this organisation.")

@@ -21,13 +21,18 @@ def engine() -> PostgresEngine:
     return found
 
 
-async def open_pool(max_size: int | None = None) -> None:
+async def open_pool(max_size: int | None = None) -> bool:
+    """Open the process's pool; returns False when one is open already (then leave it to its owner)."""
+    if getattr(engine(), "pool", None) is not None:
+        return False
     size = max_size or get_settings().database.pool_max_size
     await engine().start_connection_pool(min_size=min(2, size), max_size=size)
+    return True
 
 
 async def close_pool() -> None:
-    await engine().close_connection_pool()
+    if getattr(engine(), "pool", None) is not None:
+        await engine().close_connection_pool()
 
 
 async def connect() -> asyncpg.Connection:

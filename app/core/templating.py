@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import pass_context
-from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
 from app.core.settings import ROOT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from litestar import Controller, Request, get, post
+from litestar.params import JSONBody
 from litestar.response import Template
 
 from app.accounts.auth import principal_of
@@ -25,7 +26,7 @@ class EventsApi(Controller):
     tags = ["events"]
 
     @post("/events", opt={"scopes": ["events:write"]}, status_code=201, summary="Publish an event")
-    async def publish(self, request: Request, data: schemas.PublishEvent) -> schemas.PublishedEvent:
+    async def publish(self, request: Request, data: JSONBody[schemas.PublishEvent]) -> schemas.PublishedEvent:
         """Publish an event for the token's organisation. It is stored and fanned out to webhooks."""
         principal = principal_of(request)
         try:

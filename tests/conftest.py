@@ -1,0 +1,149 @@
+"""Test set-up: real PostgreSQL and Redis, shared by the whole run.
+
+Before the app is imported, the embedded servers are started (unless DATABASE_URL / REDIS_URL point
+elsewhere), a fresh `intime_test` database is built by running the migrations (not from the table
+classes, so a missing migration fails tests), and Redis database 15 is used. Each test starts from
+empty tables and an empty Redis database (truncation, not new servers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.core import embedded  # noqa: E402  (embedded imports no settings)
+
+TEST_DB_NAME = "intime_test"
+TEST_REDIS_DB = 15
+TEST_KEYS = {
+    "INTIME_SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+    "INTIME_ENCRYPTION_KEYS": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+}
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def _prepare() -> embedded.Started | None:
+    need_pg, need_redis = not os.environ.get("DATABASE_URL"), not os.environ.get("REDIS_URL")
+    started = embedded.up(ROOT / ".data", postgres=need_pg, redis=need_redis) if need_pg or need_redis else None
+    base_db = os.environ.get("DATABASE_URL") or started.database_url  # type: ignore[union-attr]
+    base_redis = os.environ.get("REDIS_URL") or started.redis_url  # type: ignore[union-attr]
+    test_db = os.environ.get("INTIME_TEST_DATABASE_URL") or _with_path(base_db, f"/{TEST_DB_NAME}")
+    test_redis = os.environ.get("INTIME_TEST_REDIS_URL") or _with_path(base_redis, f"/{TEST_REDIS_DB}")
+    os.environ.update(
+        INTIME_ENV="test",
+        DATABASE_URL=test_db,
+        REDIS_URL=test_redis,
+        INTIME_OUTBOUND_ALLOW="127.0.0.0/8,::1/128",
+        INTIME_BASE_URL="http://127.0.0.1:8000",
+        **TEST_KEYS,
+    )
+    asyncio.run(recreate_database(test_db))
+    migrate = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, capture_output=True,
+                             text=True, env=os.environ.copy())
+    if migrate.returncode != 0:
+        raise RuntimeError(f"migrations failed on the test database:\n{migrate.stderr}")
+    return started
+
+
+async def recreate_database(url: str) -> None:
+    import asyncpg
+
+    name = urlsplit(url).path.lstrip("/")
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        raise RuntimeError(f"refusing to recreate database {name!r}")
+    admin = await asyncpg.connect(_with_path(url, "/postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+_STARTED = _prepare()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Stop only what this run started: a `./task dev` running beside the tests keeps its servers.
+    if _STARTED is not None and (_STARTED.started_postgres or _STARTED.started_redis):
+        embedded.down(ROOT / ".data", postgres=_STARTED.started_postgres, redis=_STARTED.started_redis)
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    path = chromium_path()
+    if path:
+        return [f"browser tests: headless Chromium at {path}"]
+    return ["browser tests: SKIPPED, no Chromium found (install Debian's `chromium`, or set CHROMIUM=/path)"]
+
+
+# --- fixtures -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def db_pool() -> AsyncIterator[None]:
+    from app.core import db
+
+    await db.open_pool(max_size=5)
+    yield
+    await db.close_pool()
+
+
+@pytest.fixture(autouse=True)
+async def clean_state() -> AsyncIterator[None]:
+    """Every test starts from empty tables (the catalog and migration history kept) and empty Redis."""
+    yield
+    from app.accounts.tables import Organization
+    from app.core.redis import get_redis
+
+    rows = await Organization.raw(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+        "AND tablename NOT IN ('event_types', 'migration')"
+    )
+    if rows:
+        names = ", ".join(f'"{row["tablename"]}"' for row in rows)
+        await Organization.raw(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    await get_redis().flushdb()
+
+
+@pytest.fixture
+def app():
+    from app.main import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+async def client(app):
+    """The app in this test's event loop (Litestar's own test client runs it in another thread and loop,
+    where the session's connection pool could not be used)."""
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def factory():
+    from tests.factories import Factory
+
+    return Factory()
