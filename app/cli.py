@@ -77,7 +77,10 @@ async def events_publish(args: argparse.Namespace) -> str:
 
     org = await accounts.get_organization(args.org)
     event_id = await services.publish(
-        org.id, args.type, parse(args.payload, "payload"), aggregate_id=args.aggregate_id,
+        org.id,
+        args.type,
+        parse(args.payload, "payload"),
+        aggregate_id=args.aggregate_id,
         metadata=parse(args.metadata, "metadata"),
     )
     return str(event_id)
@@ -202,10 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     from app.events.services import EventError
 
     try:
-        if getattr(args, "sync", False):
-            output = args.run(args)
-        else:
-            output = asyncio.run(_with_db(lambda: args.run(args)))
+        sync = getattr(args, "sync", False)
+        output = args.run(args) if sync else asyncio.run(_with_db(lambda: args.run(args)))
     except (CliError, AccountError, EventError, SettingsError) as error:
         print(f"intime: {error}", file=sys.stderr)
         return 1

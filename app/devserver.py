@@ -58,9 +58,19 @@ def main(with_scheduler: bool = True) -> None:
     _run([*intime, "seed"])
 
     children = [
-        Child("web", [os.path.join(bin_dir, "uvicorn"), "app.main:create_app", "--factory",
-                      "--host", settings.server.host, "--port", str(settings.server.port),
-                      "--no-access-log"]),
+        Child(
+            "web",
+            [
+                os.path.join(bin_dir, "uvicorn"),
+                "app.main:create_app",
+                "--factory",
+                "--host",
+                settings.server.host,
+                "--port",
+                str(settings.server.port),
+                "--no-access-log",
+            ],
+        ),
         Child("worker", [os.path.join(bin_dir, "dramatiq"), "tasks", "--processes", "1", "--threads", "4"]),
     ]
     if with_scheduler:
@@ -91,8 +101,10 @@ def main(with_scheduler: bool = True) -> None:
                 if code is None or stopping:
                     continue
                 child.restarts += 1
-                _say(f"{child.name} exited with code {code}; restarting in {RESTART_PAUSE_SECONDS:.0f} s "
-                     f"(restart #{child.restarts})")
+                _say(
+                    f"{child.name} exited with code {code}; restarting in {RESTART_PAUSE_SECONDS:.0f} s "
+                    f"(restart #{child.restarts})"
+                )
                 time.sleep(RESTART_PAUSE_SECONDS)
                 if not stopping:
                     child.start()

@@ -60,8 +60,9 @@ def create_app() -> Litestar:
             LoginController,
             admin,
             api,
-            create_static_files_router(path="/static", directories=[ROOT / "static"], name="static",
-                                       include_in_schema=False),
+            create_static_files_router(
+                path="/static", directories=[ROOT / "static"], name="static", include_in_schema=False
+            ),
         ],
         middleware=[AuthMiddleware()],
         csrf_config=CSRFConfig(
@@ -86,7 +87,8 @@ def create_app() -> Litestar:
             components=Components(
                 security_schemes={
                     "BearerToken": SecurityScheme(
-                        type="http", scheme="bearer",
+                        type="http",
+                        scheme="bearer",
                         description="An API token from the portal's API tokens page or `intime token create`.",
                     )
                 }

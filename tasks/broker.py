@@ -7,9 +7,9 @@ database pool is opened on that loop when the worker boots, so actors share pool
 from __future__ import annotations
 
 import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO, Middleware
-from dramatiq.asyncio import get_event_loop_thread
 
 from app.core.settings import get_settings
 
@@ -18,7 +18,9 @@ class DatabasePool(Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from app.core import db
 
-        get_event_loop_thread().run_coroutine(db.open_pool())
+        thread = get_event_loop_thread()
+        assert thread is not None, "the AsyncIO middleware starts the loop before this runs"
+        thread.run_coroutine(db.open_pool())
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from app.core import db

@@ -54,8 +54,13 @@ def _prepare() -> embedded.Started | None:
         **TEST_KEYS,
     )
     asyncio.run(recreate_database(test_db))
-    migrate = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, capture_output=True,
-                             text=True, env=os.environ.copy())
+    migrate = subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     if migrate.returncode != 0:
         raise RuntimeError(f"migrations failed on the test database:\n{migrate.stderr}")
     return started
@@ -115,8 +120,7 @@ async def clean_state() -> AsyncIterator[None]:
     from app.core.redis import get_redis
 
     rows = await Organization.raw(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-        "AND tablename NOT IN ('event_types', 'migration')"
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN ('event_types', 'migration')"
     )
     if rows:
         names = ", ".join(f'"{row["tablename"]}"' for row in rows)

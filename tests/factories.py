@@ -43,7 +43,11 @@ async def sign_in(client, person: Person, password: str | None = None, next_path
     await client.get("/login")
     return await client.post(
         "/login",
-        data={"email": person.user.email, "password": password or person.password, "next": next_path,
-              "_csrf_token": client.cookies.get("intime_csrf")},
+        data={
+            "email": person.user.email,
+            "password": password or person.password,
+            "next": next_path,
+            "_csrf_token": client.cookies.get("intime_csrf"),
+        },
         follow_redirects=False,
     )

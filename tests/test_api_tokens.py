@@ -21,8 +21,13 @@ async def test_token_made_on_the_page_is_shown_once_and_stored_only_as_a_hash(cl
     await sign_in(client, person)
     created = await client.post(
         TOKENS,
-        data={"name": "ATS sync", "scopes": ["events:write", "webhooks:read"], "expires_in_days": "30",
-              "rate_limit_per_hour": "500", "_csrf_token": client.cookies.get("intime_csrf")},
+        data={
+            "name": "ATS sync",
+            "scopes": ["events:write", "webhooks:read"],
+            "expires_in_days": "30",
+            "rate_limit_per_hour": "500",
+            "_csrf_token": client.cookies.get("intime_csrf"),
+        },
     )
     assert created.status_code == 201
     token = "itk_" + created.text.split('value="itk_')[1].split('"')[0]
@@ -40,14 +45,19 @@ async def test_bad_token_form_input_is_explained_beside_each_field(client, facto
     person = await factory.user()
     await sign_in(client, person)
     response = await client.post(
-        TOKENS, data={"name": "", "expires_in_days": "soon", "rate_limit_per_hour": "0"}, headers=csrf_headers(client)
+        TOKENS,
+        data={"name": "", "expires_in_days": "soon", "rate_limit_per_hour": "0"},
+        headers=csrf_headers(client),
     )
     assert response.status_code == 422
     assert "Enter a whole number." in response.text
     response = await client.post(TOKENS, data={"name": "ok", "rate_limit_per_hour": "10"}, headers=csrf_headers(client))
     assert response.status_code == 422 and "Choose at least one scope." in response.text
-    response = await client.post(TOKENS, data={"name": "ok", "scopes": "events:write", "rate_limit_per_hour": "0"},
-                                 headers=csrf_headers(client))
+    response = await client.post(
+        TOKENS,
+        data={"name": "ok", "scopes": "events:write", "rate_limit_per_hour": "0"},
+        headers=csrf_headers(client),
+    )
     assert response.status_code == 422 and "hourly limit is between 1 and" in response.text
     assert await ApiToken.count() == 0
 

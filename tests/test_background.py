@@ -21,7 +21,10 @@ def worker():
     """A real `dramatiq tasks` worker process on the test Redis and database, as production runs it."""
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "dramatiq"), "tasks", "--processes", "1", "--threads", "2"],
-        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     yield process
     process.send_signal(signal.SIGTERM)

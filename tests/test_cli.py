@@ -15,8 +15,14 @@ from tests.conftest import ROOT
 
 
 def intime(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=60,
+    )
 
 
 async def test_org_user_token_and_event_from_the_command_line():
@@ -25,8 +31,18 @@ async def test_org_user_token_and_event_from_the_command_line():
     assert uuid.UUID(org.stdout.strip())
     assert (await Organization.objects().get(Organization.slug == "acme")).name == "Acme Staffing"
 
-    user = intime("user", "create", "--org", "acme", "--email", "Ops@Acme.test", "--password", "long-enough-pw",
-                  "--role", "viewer")
+    user = intime(
+        "user",
+        "create",
+        "--org",
+        "acme",
+        "--email",
+        "Ops@Acme.test",
+        "--password",
+        "long-enough-pw",
+        "--role",
+        "viewer",
+    )
     assert user.returncode == 0, user.stderr
     stored = await User.objects().get(User.id == user.stdout.strip())
     assert stored.email == "ops@acme.test" and stored.role == "viewer"
@@ -48,10 +64,36 @@ async def test_cli_errors_go_to_stderr_with_exit_1(factory):
     cases = [
         (["org", "create", "taken", "--name", "Again"], "already exists"),
         (["org", "create", "Bad Slug", "--name", "X"], "slug"),
-        (["user", "create", "--org", "nowhere", "--email", "a@b.test", "--password", "long-enough-pw",
-          "--role", "admin"], "No organisation has the slug 'nowhere'"),
-        (["user", "create", "--org", "taken", "--email", "a@b.test", "--password", "short", "--role", "admin"],
-         "at least 10 characters"),
+        (
+            [
+                "user",
+                "create",
+                "--org",
+                "nowhere",
+                "--email",
+                "a@b.test",
+                "--password",
+                "long-enough-pw",
+                "--role",
+                "admin",
+            ],
+            "No organisation has the slug 'nowhere'",
+        ),
+        (
+            [
+                "user",
+                "create",
+                "--org",
+                "taken",
+                "--email",
+                "a@b.test",
+                "--password",
+                "short",
+                "--role",
+                "admin",
+            ],
+            "at least 10 characters",
+        ),
         (["token", "create", "--org", "taken", "--name", "x", "--scopes", "events:delete"], "Unknown scope"),
         (["events", "publish", "job.created", "--org", "taken", "--payload", "{not json"], "not valid JSON"),
         (["events", "publish", "job.created", "--org", "taken", "--payload", "[1]"], "must be a JSON object"),

@@ -27,7 +27,13 @@ async def test_htmx_request_passes_with_the_token_in_its_header(client, factory)
     person = await factory.user()
     await sign_in(client, person)
     response = await client.post(
-        TOKENS, data={"name": "from htmx", "scopes": "events:write", "expires_in_days": "", "rate_limit_per_hour": "50"},
+        TOKENS,
+        data={
+            "name": "from htmx",
+            "scopes": "events:write",
+            "expires_in_days": "",
+            "rate_limit_per_hour": "50",
+        },
         headers=csrf_headers(client) | {"HX-Request": "true"},
     )
     assert response.status_code == 201

@@ -64,7 +64,7 @@ async def test_rolled_back_event_leaves_no_row_and_no_notification(conn, listene
 
 async def test_publish_event_called_from_host_sql_refuses_unknown_types_and_non_objects(conn, factory):
     org = await factory.org()
-    with pytest.raises(asyncpg.InvalidParameterValueError, match='unknown event type "job.exploded"'):
+    with pytest.raises(asyncpg.InvalidParameterValueError, match=r'unknown event type "job\.exploded"'):
         await conn.fetchval(PUBLISH, "job.exploded", None, "{}", None, None, org.id)
     with pytest.raises(asyncpg.InvalidParameterValueError, match="payload must be a JSON object, not array"):
         await conn.fetchval(PUBLISH, "job.created", None, "[1, 2]", None, None, org.id)
@@ -76,8 +76,16 @@ async def test_publish_event_called_from_host_sql_refuses_unknown_types_and_non_
 async def test_catalog_is_loaded_with_domains_for_every_type(conn):
     rows = await conn.fetch("SELECT name, domain, description FROM event_types WHERE NOT deprecated")
     by_name = {row["name"]: row for row in rows}
-    for expected in ("job.created", "candidate.created", "submission.created", "interview.scheduled",
-                     "placement.created", "user.created", "webhook.test", "webhook.delivery.dead_lettered"):
+    for expected in (
+        "job.created",
+        "candidate.created",
+        "submission.created",
+        "interview.scheduled",
+        "placement.created",
+        "user.created",
+        "webhook.test",
+        "webhook.delivery.dead_lettered",
+    ):
         assert expected in by_name
     assert by_name["job.created"]["domain"] == "recruiting"
     assert by_name["candidate.created"]["domain"] == "people"
@@ -103,9 +111,18 @@ async def test_catalog_sync_deprecates_removed_types_instead_of_deleting(conn):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[domains]\nx = "x"\n[[types]]\nname = "Job Created"\ndomain = "x"\ndescription = "d"', "dotted lower-case"),
-        ('[domains]\nx = "x"\n[[types]]\nname = "job.created"\ndomain = "y"\ndescription = "d"', "domain 'y'"),
-        ('[domains]\nx = "x"\n[[types]]\nname = "job.created"\ndomain = "x"\ndescription = ""', "description"),
+        (
+            '[domains]\nx = "x"\n[[types]]\nname = "Job Created"\ndomain = "x"\ndescription = "d"',
+            "dotted lower-case",
+        ),
+        (
+            '[domains]\nx = "x"\n[[types]]\nname = "job.created"\ndomain = "y"\ndescription = "d"',
+            "domain 'y'",
+        ),
+        (
+            '[domains]\nx = "x"\n[[types]]\nname = "job.created"\ndomain = "x"\ndescription = ""',
+            "description",
+        ),
     ],
 )
 def test_a_broken_catalog_file_is_refused_with_the_reason(text, message):

@@ -14,8 +14,12 @@ async def test_published_event_is_stored_for_the_tokens_organisation(client, fac
     _, token = await factory.token(org)
     response = await client.post(
         "/api/v1/events",
-        json={"type": "candidate.created", "aggregate_id": "7b8f4d2e-9a1c-4c59-8a40-0f7e1c2d3b4a",
-              "payload": {"candidate_id": "c-9"}, "metadata": {"source": "ats"}},
+        json={
+            "type": "candidate.created",
+            "aggregate_id": "7b8f4d2e-9a1c-4c59-8a40-0f7e1c2d3b4a",
+            "payload": {"candidate_id": "c-9"},
+            "metadata": {"source": "ats"},
+        },
         headers=bearer(token),
     )
     assert response.status_code == 201
@@ -34,7 +38,11 @@ async def test_bad_events_are_refused_with_problem_details_and_nothing_stored(cl
         ({"type": "job.created", "payload": [1, 2]}, 422, "payload must be a JSON object, not an array"),
         ({"type": "job.created", "payload": "text"}, 422, "payload must be a JSON object, not a string"),
         ({"type": "job.created", "payload": {}, "metadata": 5}, 422, "metadata must be a JSON object"),
-        ({"type": "job.created", "payload": {}, "aggregate_id": "nope"}, 422, "aggregate_id 'nope' is not a UUID"),
+        (
+            {"type": "job.created", "payload": {}, "aggregate_id": "nope"},
+            422,
+            "aggregate_id 'nope' is not a UUID",
+        ),
         ({"payload": {}}, 422, "The request is not valid."),
     ]
     for body, status, detail in cases:
@@ -44,8 +52,11 @@ async def test_bad_events_are_refused_with_problem_details_and_nothing_stored(cl
         problem = response.json()
         assert detail in problem["detail"], problem
         assert problem["status"] == status and problem["title"]
-    malformed = await client.post("/api/v1/events", content=b'{"type": "job.', headers=bearer(token) | {
-        "content-type": "application/json"})
+    malformed = await client.post(
+        "/api/v1/events",
+        content=b'{"type": "job.',
+        headers=bearer(token) | {"content-type": "application/json"},
+    )
     assert malformed.status_code == 400
     assert malformed.headers["content-type"].startswith("application/problem+json")
     assert await Event.count() == 0

@@ -32,18 +32,29 @@ async def test_admin_of_a_cannot_revoke_bs_token_by_its_id(client, factory):
     response = await client.post(f"{BASE}/api-tokens/{token_b.id}/revoke", headers=csrf_headers(client))
     assert response.status_code == 404
     assert (await ApiToken.objects().get(ApiToken.id == token_b.id)).revoked_at is None
-    assert (await client.post("/api/v1/events", json={"type": "job.created", "payload": {}},
-                              headers={"authorization": f"Bearer {secret_b}"})).status_code == 201
+    assert (
+        await client.post(
+            "/api/v1/events",
+            json={"type": "job.created", "payload": {}},
+            headers={"authorization": f"Bearer {secret_b}"},
+        )
+    ).status_code == 201
 
 
 async def test_api_token_publishes_only_into_its_own_organisation(client, factory):
     a = await factory.org()
     b = await factory.org()
     _, token_a = await factory.token(a)
-    response = await client.post("/api/v1/events", json={"type": "job.created", "payload": {}, "org_id": str(b.id)},
-                                 headers={"authorization": f"Bearer {token_a}"})
+    response = await client.post(
+        "/api/v1/events",
+        json={"type": "job.created", "payload": {}, "org_id": str(b.id)},
+        headers={"authorization": f"Bearer {token_a}"},
+    )
     assert response.status_code == 422  # there is no way to name another organisation
-    await client.post("/api/v1/events", json={"type": "job.created", "payload": {}},
-                      headers={"authorization": f"Bearer {token_a}"})
+    await client.post(
+        "/api/v1/events",
+        json={"type": "job.created", "payload": {}},
+        headers={"authorization": f"Bearer {token_a}"},
+    )
     assert len(await events.recent_events(a.id)) == 1
     assert await events.recent_events(b.id) == []

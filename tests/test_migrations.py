@@ -15,13 +15,20 @@ from tests.conftest import ROOT, _with_path, recreate_database
 async def test_migrations_run_up_on_an_empty_database_and_create_publish_event():
     url = _with_path(os.environ["DATABASE_URL"], "/intime_migrations_check")
     await recreate_database(url)
-    result = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, capture_output=True, text=True,
-                            env=os.environ | {"DATABASE_URL": url})
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"DATABASE_URL": url},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""  # the CLI prints only asked-for values; migrate reports on stderr
     conn = await asyncpg.connect(url)
     try:
-        tables = {row["tablename"] for row in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+        tables = {
+            row["tablename"] for row in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        }
         assert {"organizations", "users", "api_tokens", "events", "event_types"} <= tables
         assert await conn.fetchval("SELECT count(*) FROM pg_proc WHERE proname = 'publish_event'") == 1
         assert await conn.fetchval("SELECT count(*) FROM event_types") > 20

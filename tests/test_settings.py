@@ -22,8 +22,16 @@ PRODUCTION = {
 
 @pytest.fixture
 def env(monkeypatch, tmp_path):
-    for name in ("DATABASE_URL", "REDIS_URL", "INTIME_SECRET_KEY", "INTIME_ENCRYPTION_KEYS", "INTIME_BASE_URL",
-                 "INTIME_OUTBOUND_ALLOW", "INTIME_PORT", "INTIME_ENV"):
+    for name in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "INTIME_SECRET_KEY",
+        "INTIME_ENCRYPTION_KEYS",
+        "INTIME_BASE_URL",
+        "INTIME_OUTBOUND_ALLOW",
+        "INTIME_PORT",
+        "INTIME_ENV",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("INTIME_DATA_DIR", str(tmp_path))
 
@@ -89,8 +97,14 @@ def test_development_without_servers_says_how_to_start_them(env):
 
 
 def test_development_reads_the_embedded_servers_urls(env, tmp_path):
-    (tmp_path / "services.json").write_text(json.dumps(
-        {"database_url": "postgresql://postgres@127.0.0.1:5999/intime", "redis_url": "redis://127.0.0.1:6999/0"}))
+    (tmp_path / "services.json").write_text(
+        json.dumps(
+            {
+                "database_url": "postgresql://postgres@127.0.0.1:5999/intime",
+                "redis_url": "redis://127.0.0.1:6999/0",
+            }
+        )
+    )
     settings = load_settings()
     assert settings.database.url.endswith(":5999/intime")
     assert settings.redis.url == "redis://127.0.0.1:6999/0"

@@ -28,8 +28,14 @@ async def test_wrong_password_shows_one_message_that_does_not_reveal_the_account
     assert "The e-mail or password is not right." in wrong.text
     client.cookies.clear()
     await client.get("/login")
-    unknown = await client.post("/login", data={"email": "nobody@example.test", "password": "whatever-pass",
-                                                "_csrf_token": client.cookies.get("intime_csrf")})
+    unknown = await client.post(
+        "/login",
+        data={
+            "email": "nobody@example.test",
+            "password": "whatever-pass",
+            "_csrf_token": client.cookies.get("intime_csrf"),
+        },
+    )
     assert unknown.status_code == 400
     assert "The e-mail or password is not right." in unknown.text
     assert (await client.get(INDEX, follow_redirects=False)).status_code == 302

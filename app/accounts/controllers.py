@@ -28,7 +28,7 @@ class LoginController(Controller):
     include_in_schema = False
 
     @get("/login", name="login")
-    async def login_page(self, request: Request, next: FromQuery[str | None] = None) -> Template | Redirect:  # noqa: A002
+    async def login_page(self, request: Request, next: FromQuery[str | None] = None) -> Template | Redirect:
         index = request.app.route_reverse("portal:index")
         if request.scope.get("user") is not None:
             return Redirect(path=_safe_next(next, index))
@@ -92,20 +92,22 @@ class TokensController(Controller):
     async def create(self, request: HTMXRequest) -> Template:
         principal = principal_of(request)
         raw = await request.form()
-        form = {
-            "name": str(raw.get("name", "")),
-            "scopes": [str(s) for s in raw.getall("scopes", [])],
-            "expires_in_days": str(raw.get("expires_in_days", "")),
-            "rate_limit_per_hour": str(raw.get("rate_limit_per_hour", "")),
-        }
+        name = str(raw.get("name", ""))
+        scopes = [str(s) for s in raw.getall("scopes", [])]
+        expires_raw = str(raw.get("expires_in_days", ""))
+        rate_raw = str(raw.get("rate_limit_per_hour", ""))
+        form = {"name": name, "scopes": scopes, "expires_in_days": expires_raw, "rate_limit_per_hour": rate_raw}
         errors: dict[str, str] = {}
-        expires = _optional_int(form["expires_in_days"], "expires_in_days", errors)
-        rate = _optional_int(form["rate_limit_per_hour"], "rate_limit_per_hour", errors)
+        expires = _optional_int(expires_raw, "expires_in_days", errors)
+        rate = _optional_int(rate_raw, "rate_limit_per_hour", errors)
         created = None
         if not errors:
             try:
                 row, token = await tokens.create_token(
-                    principal.org_id, form["name"], form["scopes"], expires_in_days=expires,
+                    principal.org_id,
+                    name,
+                    scopes,
+                    expires_in_days=expires,
                     rate_limit_per_hour=tokens.DEFAULT_RATE_LIMIT if rate is None else rate,
                     created_by=principal.user_id,
                 )
@@ -116,8 +118,7 @@ class TokensController(Controller):
         context |= {"created": created, "tokens": await tokens.list_tokens(principal.org_id)}
         status = 422 if errors else 201
         if request.htmx:
-            return HTMXTemplate(template_name="accounts/partials/token_panel.html", context=context,
-                                status_code=status)
+            return HTMXTemplate(template_name="accounts/partials/token_panel.html", context=context, status_code=status)
         return Template("accounts/tokens.html", context=context, status_code=status)
 
     @post("/{token_id:uuid}/revoke", name="tokens:revoke", guards=[admin_only])
@@ -127,8 +128,7 @@ class TokensController(Controller):
             raise NotFoundException("No such active token in this organisation.")
         if request.htmx:
             rows = await tokens.list_tokens(principal.org_id)
-            return HTMXTemplate(template_name="accounts/partials/token_table.html",
-                                context={"tokens": rows})
+            return HTMXTemplate(template_name="accounts/partials/token_table.html", context={"tokens": rows})
         return Redirect(path=request.app.route_reverse("tokens:list"))
 
 

@@ -67,9 +67,7 @@ def hash_password(password: str) -> str:
 async def create_organization(slug: str, name: str) -> Organization:
     slug = slug.strip().lower()
     if not SLUG_RE.match(slug):
-        raise AccountError(
-            "A slug is 1-63 lower-case letters, digits and inner hyphens (e.g. acme-staffing).", "slug"
-        )
+        raise AccountError("A slug is 1-63 lower-case letters, digits and inner hyphens (e.g. acme-staffing).", "slug")
     if not name.strip():
         raise AccountError("The organisation needs a name.", "name")
     org = Organization(slug=slug, name=name.strip())
@@ -137,8 +135,13 @@ async def principal_for_user(user_id: uuid.UUID | str) -> Principal | None:
     """Re-read on every request, so a deactivated user or a changed role takes effect at once."""
     row = (
         await User.select(
-            User.id, User.email, User.role, User.is_active, User.org.as_alias("org_id"),
-            User.org.slug.as_alias("org_slug"), User.org.name.as_alias("org_name"),
+            User.id,
+            User.email,
+            User.role,
+            User.is_active,
+            User.org.as_alias("org_id"),
+            User.org.slug.as_alias("org_slug"),
+            User.org.name.as_alias("org_name"),
         )
         .where(User.id == user_id)
         .first()

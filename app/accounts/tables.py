@@ -18,7 +18,7 @@ from piccolo.columns import (
 from piccolo.table import Table
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     admin = "admin"
     viewer = "viewer"
 

@@ -32,7 +32,7 @@ IMPLIED = {
     "oauth:write": {"oauth:read"},
     "integrations:write": {"integrations:read"},
 }
-TOKEN_PREFIX = "itk_"
+TOKEN_PREFIX = "itk_"  # noqa: S105  (a public marker, not a secret)
 DEFAULT_RATE_LIMIT = 1000
 MAX_RATE_LIMIT = 1_000_000
 
@@ -48,9 +48,7 @@ def parse_scopes(raw: str | list[str] | tuple[str, ...]) -> list[str]:
         raise AccountError("Choose at least one scope.", "scopes")
     unknown = [scope for scope in scopes if scope not in SCOPES]
     if unknown:
-        raise AccountError(
-            f"Unknown scope {', '.join(unknown)}; the scopes are {', '.join(SCOPES)}.", "scopes"
-        )
+        raise AccountError(f"Unknown scope {', '.join(unknown)}; the scopes are {', '.join(SCOPES)}.", "scopes")
     return scopes
 
 
@@ -96,7 +94,7 @@ async def create_token(
 
 async def list_tokens(org_id: uuid.UUID) -> list[dict]:
     rows = (
-        await ApiToken.select(ApiToken.all_columns(exclude=[ApiToken.token_hash]))
+        await ApiToken.select(*ApiToken.all_columns(exclude=[ApiToken.token_hash]))
         .where(ApiToken.org == org_id)
         .order_by(ApiToken.created_at, ascending=False)
     )
@@ -128,9 +126,14 @@ async def principal_for_token(token: str) -> tuple[Principal, int]:
         raise TokenRejected("The bearer token is not an InTime API token.")
     row = (
         await ApiToken.select(
-            ApiToken.id, ApiToken.scopes, ApiToken.expires_at, ApiToken.revoked_at,
-            ApiToken.rate_limit_per_hour, ApiToken.org.as_alias("org_id"),
-            ApiToken.org.slug.as_alias("org_slug"), ApiToken.org.name.as_alias("org_name"),
+            ApiToken.id,
+            ApiToken.scopes,
+            ApiToken.expires_at,
+            ApiToken.revoked_at,
+            ApiToken.rate_limit_per_hour,
+            ApiToken.org.as_alias("org_id"),
+            ApiToken.org.slug.as_alias("org_slug"),
+            ApiToken.org.name.as_alias("org_name"),
         )
         .where(ApiToken.token_hash == hash_token(token))
         .first()
@@ -148,8 +151,12 @@ async def principal_for_token(token: str) -> tuple[Principal, int]:
         row["id"],
     )
     principal = Principal(
-        org_id=row["org_id"], org_slug=row["org_slug"], org_name=row["org_name"], role="token",
-        token_id=row["id"], scopes=effective_scopes(row["scopes"]),
+        org_id=row["org_id"],
+        org_slug=row["org_slug"],
+        org_name=row["org_name"],
+        role="token",
+        token_id=row["id"],
+        scopes=effective_scopes(row["scopes"]),
     )
     return principal, row["rate_limit_per_hour"]
 

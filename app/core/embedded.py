@@ -125,16 +125,39 @@ def _start_postgres(pgdata: Path) -> int:
             utils.ensure_prefix_permissions(pgdata)
             os.chown(pgdata, entry.pw_uid, entry.pw_gid)
         subprocess.run(
-            [str(pgbin / "initdb"), "--auth=trust", "--encoding=utf8", "--locale=C", "-U", "postgres",
-             "-D", str(pgdata)],
-            check=True, capture_output=True, **run_as,
+            [
+                str(pgbin / "initdb"),
+                "--auth=trust",
+                "--encoding=utf8",
+                "--locale=C",
+                "-U",
+                "postgres",
+                "-D",
+                str(pgdata),
+            ],
+            check=True,
+            capture_output=True,
+            **run_as,
         )
     port = _free_port()
     options = f"-h 127.0.0.1 -p {port} -c unix_socket_directories= -c max_connections=300"
     result = subprocess.run(
-        [str(pgbin / "pg_ctl"), "-w", "-t", "60", "-D", str(pgdata), "-l", str(pgdata / "server.log"),
-         "-o", options, "start"],
-        capture_output=True, text=True, **run_as,
+        [
+            str(pgbin / "pg_ctl"),
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(pgdata),
+            "-l",
+            str(pgdata / "server.log"),
+            "-o",
+            options,
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+        **run_as,
     )
     if result.returncode != 0:
         log = (pgdata / "server.log").read_text()[-2000:] if (pgdata / "server.log").exists() else ""
@@ -143,10 +166,26 @@ def _start_postgres(pgdata: Path) -> int:
 
 
 def _ensure_database(port: int, name: str) -> None:
-    psql = [str(_pg_bin() / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres",
-            "-v", "ON_ERROR_STOP=1", "-tAc"]
-    exists = subprocess.run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    psql = [
+        str(_pg_bin() / "psql"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-tAc",
+    ]
+    exists = subprocess.run(
+        [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],  # noqa: S608  (name is our constant)
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not exists:
         subprocess.run([*psql, f'CREATE DATABASE "{name}"'], capture_output=True, check=True)
 
@@ -164,10 +203,27 @@ def _start_redis(redis_dir: Path) -> int:
     redis_dir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     subprocess.run(
-        [str(_redis_bin() / "redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-         "--daemonize", "yes", "--dir", str(redis_dir), "--pidfile", str(redis_dir / "redis.pid"),
-         "--logfile", str(redis_dir / "server.log"), "--save", "", "--appendonly", "no"],
-        check=True, capture_output=True,
+        [
+            str(_redis_bin() / "redis-server"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--dir",
+            str(redis_dir),
+            "--pidfile",
+            str(redis_dir / "redis.pid"),
+            "--logfile",
+            str(redis_dir / "server.log"),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        check=True,
+        capture_output=True,
     )
     (redis_dir / "state.json").write_text(json.dumps({"port": port}))
     _wait_for_port(port, 10)
@@ -213,11 +269,15 @@ def down(data_dir: Path, postgres: bool = True, redis: bool = True) -> None:
     data_dir = data_dir.resolve()
     with _locked(data_dir):
         if postgres and _running_postgres(data_dir / "pg") is not None:
-            subprocess.run([str(_pg_bin() / "pg_ctl"), "-w", "-D", str(data_dir / "pg"), "-m", "fast", "stop"],
-                           capture_output=True, **_as_pg_user())
+            subprocess.run(
+                [str(_pg_bin() / "pg_ctl"), "-w", "-D", str(data_dir / "pg"), "-m", "fast", "stop"],
+                capture_output=True,
+                **_as_pg_user(),
+            )
         if redis and (port := _running_redis(data_dir / "redis")) is not None:
-            subprocess.run([str(_redis_bin() / "redis-cli"), "-p", str(port), "shutdown", "nosave"],
-                           capture_output=True)
+            subprocess.run(
+                [str(_redis_bin() / "redis-cli"), "-p", str(port), "shutdown", "nosave"], capture_output=True
+            )
         if _running_postgres(data_dir / "pg") is None and _running_redis(data_dir / "redis") is None:
             (data_dir / "services.json").unlink(missing_ok=True)
 

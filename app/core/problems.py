@@ -39,8 +39,12 @@ class Problem(HTTPException):
 
 
 def problem_response(
-    status: int, detail: str, *, errors: list[dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None, instance: str | None = None,
+    status: int,
+    detail: str,
+    *,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    instance: str | None = None,
 ) -> Response:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -63,7 +67,12 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
-            errors.append({"field": str(item.get("key") or item.get("source") or ""), "message": item.get("message", "")})
+            errors.append(
+                {
+                    "field": str(item.get("key") or item.get("source") or ""),
+                    "message": item.get("message", ""),
+                }
+            )
     return errors
 
 

@@ -147,6 +147,15 @@ def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
+def _required_url(name: str, value: str | None, schemes: tuple[str, ...]) -> str:
+    if value is None:
+        raise SettingsError(
+            f"{name} is not set and the embedded servers are not running: "
+            "start them with `./task services` (or `./task dev`), or set it"
+        )
+    return _check_url(name, value, schemes)
+
+
 def _dev_keys(data_dir: Path) -> dict[str, str]:
     """Keys generated once per checkout, so dev sessions and encrypted rows survive restarts."""
     path = data_dir / "dev-keys.json"
@@ -188,25 +197,23 @@ def load_settings() -> Settings:
 
     missing = []
     if production:
-        for name in ("DATABASE_URL", "REDIS_URL", "INTIME_SECRET_KEY", "INTIME_ENCRYPTION_KEYS", "INTIME_BASE_URL"):
+        for name in (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "INTIME_SECRET_KEY",
+            "INTIME_ENCRYPTION_KEYS",
+            "INTIME_BASE_URL",
+        ):
             if _env(name) is None:
                 missing.append(name)
         if missing:
-            raise SettingsError(
-                "production mode needs these settings, which are not set: " + ", ".join(missing)
-            )
+            raise SettingsError("production mode needs these settings, which are not set: " + ", ".join(missing))
 
     embedded = {} if production else _embedded_urls(data_dir)
-    database_url = _env("DATABASE_URL") or embedded.get("database_url")
-    redis_url = _env("REDIS_URL") or embedded.get("redis_url")
-    for name, value in (("DATABASE_URL", database_url), ("REDIS_URL", redis_url)):
-        if value is None:
-            raise SettingsError(
-                f"{name} is not set and the embedded servers are not running: "
-                "start them with `./task services` (or `./task dev`), or set it"
-            )
-    _check_url("DATABASE_URL", database_url, ("postgres", "postgresql"))
-    _check_url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
+    database_url = _required_url(
+        "DATABASE_URL", _env("DATABASE_URL") or embedded.get("database_url"), ("postgres", "postgresql")
+    )
+    redis_url = _required_url("REDIS_URL", _env("REDIS_URL") or embedded.get("redis_url"), ("redis", "rediss", "unix"))
 
     host = _env("INTIME_HOST") or "127.0.0.1"
     port = _int("INTIME_PORT", 8000, 1, 65535)

@@ -13,7 +13,7 @@ from litestar.template.config import TemplateConfig
 from app.core.settings import ROOT
 
 # The portal's sections, in the order of the navigation (route name, label). A section whose route
-# does not exist yet is left out of the menu rather than linked to a 404.
+# does not exist yet is shown, greyed out and unlinked, rather than linked to a 404.
 NAVIGATION: list[tuple[str, str]] = [
     ("portal:index", "Overview"),
     ("webhooks:list", "Webhooks"),
@@ -61,10 +61,11 @@ def navigation(context: Any) -> list[dict[str, Any]]:
     items = []
     for name, label in NAVIGATION:
         if request.app.get_handler_index_by_name(name) is None:
+            items.append({"href": None, "label": label, "active": False})
             continue
         href = request.app.route_reverse(name)
         base = href.rstrip("/")
-        active = current == href or (name != "portal:index" and current.startswith(base + "/")) or current == base
+        active = current in (href, base) or (name != "portal:index" and current.startswith(base + "/"))
         items.append({"href": href, "label": label, "active": active})
     return items
 
@@ -77,6 +78,4 @@ def _configure(engine: JinjaTemplateEngine) -> None:
     env.lstrip_blocks = True
 
 
-template_config = TemplateConfig(
-    directory=ROOT / "templates", engine=JinjaTemplateEngine, engine_callback=_configure
-)
+template_config = TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine, engine_callback=_configure)

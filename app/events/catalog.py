@@ -78,7 +78,11 @@ async def sync_catalog(catalog: Catalog | None = None) -> dict[str, int]:
             "VALUES ({}, {}, {}, {}, {}::jsonb, false) "
             "ON CONFLICT (name) DO UPDATE SET domain = excluded.domain, category = excluded.category, "
             "description = excluded.description, example = excluded.example, deprecated = false",
-            spec.name, spec.domain, spec.category, spec.description, json.dumps(spec.example),
+            spec.name,
+            spec.domain,
+            spec.category,
+            spec.description,
+            json.dumps(spec.example),
         )
     retired = await EventType.raw(
         "UPDATE event_types SET deprecated = true WHERE NOT deprecated AND NOT (name = ANY({})) RETURNING name",

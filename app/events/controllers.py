@@ -17,8 +17,12 @@ from app.events.catalog import load_catalog
 def _event_type_out(row: dict) -> schemas.EventTypeOut:
     example = row["example"]
     return schemas.EventTypeOut(
-        name=row["name"], domain=row["domain"], category=row["category"], description=row["description"],
-        example=json.loads(example) if isinstance(example, str) else example, deprecated=row["deprecated"],
+        name=row["name"],
+        domain=row["domain"],
+        category=row["category"],
+        description=row["description"],
+        example=json.loads(example) if isinstance(example, str) else example,
+        deprecated=row["deprecated"],
     )
 
 
@@ -31,7 +35,11 @@ class EventsApi(Controller):
         principal = principal_of(request)
         try:
             event_id = await services.publish(
-                principal.org_id, data.type, data.payload, aggregate_id=data.aggregate_id, metadata=data.metadata
+                principal.org_id,
+                data.type,
+                data.payload,
+                aggregate_id=data.aggregate_id,
+                metadata=data.metadata,
             )
         except services.EventError as error:
             raise Problem(422, str(error), [{"field": error.field, "message": str(error)}]) from None

@@ -39,8 +39,14 @@ async def list_event_types(include_deprecated: bool = False) -> list[dict]:
     return await query
 
 
-JSON_KINDS = {type(None): "null", list: "an array", str: "a string", int: "a number", float: "a number",
-              bool: "a boolean"}
+JSON_KINDS = {
+    type(None): "null",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
 
 
 def _check_object(value: Any, field: str) -> dict:
@@ -63,9 +69,7 @@ async def publish(
     if not isinstance(event_type, str) or not event_type:
         raise EventError("type is required, e.g. job.created.", "type")
     if not await EventType.exists().where((EventType.name == event_type) & EventType.deprecated.eq(False)):
-        raise EventError(
-            f"Unknown event type {event_type!r}; GET /api/v1/event-types lists the catalog.", "type"
-        )
+        raise EventError(f"Unknown event type {event_type!r}; GET /api/v1/event-types lists the catalog.", "type")
     body = json.dumps(_check_object(payload, "payload"))
     if len(body) > MAX_PAYLOAD_BYTES:
         raise EventError(f"payload is larger than {MAX_PAYLOAD_BYTES // 1024} KiB.", "payload")
@@ -78,7 +82,12 @@ async def publish(
     try:
         rows = await Event.raw(
             "SELECT publish_event({}, {}, {}::jsonb, {}, {}::jsonb, {}) AS id",
-            event_type, aggregate_id, body, user_id, meta, org_id,
+            event_type,
+            aggregate_id,
+            body,
+            user_id,
+            meta,
+            org_id,
         )
     except asyncpg.exceptions.InvalidParameterValueError as error:  # the SQL function's own checks
         raise EventError(str(error).removeprefix("publish_event: "), "type") from None

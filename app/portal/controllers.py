@@ -36,8 +36,10 @@ class PortalController(Controller):
         principal = principal_of(request)
         return HTMXTemplate(
             template_name="portal/partials/recent_events.html",
-            context={"recent": await events.recent_events(principal.org_id),
-                     "processes": await heartbeat.last_seen()},
+            context={
+                "recent": await events.recent_events(principal.org_id),
+                "processes": await heartbeat.last_seen(),
+            },
         )
 
 
@@ -61,5 +63,4 @@ async def healthz() -> Response:
     except Exception as error:
         checks["redis"] = f"error: {type(error).__name__}"
     healthy = all(value == "ok" for value in checks.values())
-    return Response(content={"status": "ok" if healthy else "degraded", **checks},
-                    status_code=200 if healthy else 503)
+    return Response(content={"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)

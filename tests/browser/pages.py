@@ -1,0 +1,60 @@
+"""Page objects: what a person sees and does, by data-testid and accessible names."""
+
+from __future__ import annotations
+
+from playwright.async_api import Page
+
+
+class LoginPage:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    async def open(self) -> LoginPage:
+        await self.page.goto("/login")
+        return self
+
+    async def sign_in(self, email: str, password: str) -> None:
+        await self.page.get_by_label("E-mail").fill(email)
+        await self.page.get_by_label("Password").fill(password)
+        await self.page.get_by_test_id("login-submit").click()
+
+    @property
+    def error(self):
+        return self.page.get_by_test_id("login-error")
+
+
+class OverviewPage:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    @property
+    def heading(self):
+        return self.page.get_by_role("heading", level=1)
+
+    @property
+    def navigation(self):
+        return self.page.get_by_role("navigation", name="Integrations")
+
+    @property
+    def events_stat(self):
+        return self.page.get_by_test_id("stat-events")
+
+    @property
+    def recent_events(self):
+        return self.page.get_by_test_id("recent-events")
+
+    @property
+    def role(self):
+        return self.page.get_by_test_id("role")
+
+
+class TokensPage:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    async def create(self, name: str, scopes: list[str]) -> str:
+        await self.page.get_by_label("Name").fill(name)
+        for scope in scopes:
+            await self.page.locator(f'input[name="scopes"][value="{scope}"]').check()
+        await self.page.get_by_test_id("token-submit").click()
+        return await self.page.get_by_test_id("new-token").input_value()
