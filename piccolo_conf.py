@@ -10,5 +10,6 @@ APP_REGISTRY = AppRegistry(
     apps=[
         "app.accounts.piccolo_app",
         "app.events.piccolo_app",
+        "app.webhooks.piccolo_app",
     ]
 )

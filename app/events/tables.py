@@ -30,3 +30,5 @@ class Event(Table, tablename="events"):
     metadata = JSONB(default="{}")
     user_id = UUID(null=True, default=None)
     created_at = Timestamptz(index=True)
+    # Set when the scheduler has turned the event into deliveries; null rows are the fan-out backlog.
+    fanned_out_at = Timestamptz(null=True, default=None)

@@ -1,0 +1,144 @@
+"""Webhooks, their deliveries and attempts, retry policies, and bulk jobs."""
+
+from __future__ import annotations
+
+import enum
+
+from piccolo.columns import (
+    JSONB,
+    UUID,
+    Array,
+    Boolean,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.table import Table
+
+from app.accounts.tables import Organization, User
+from app.events.tables import Event
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"
+    processing = "processing"
+    success = "success"
+    failed = "failed"  # an attempt failed and another is scheduled at next_attempt_at
+    dlq = "dlq"
+
+
+class DlqReason(enum.StrEnum):
+    retries_exhausted = "retries_exhausted"
+    non_retryable = "non_retryable"  # a 4xx other than 408 / 429
+    gone = "gone"  # 410: the receiver says the endpoint is gone for good
+    webhook_disabled = "webhook_disabled"
+    webhook_deleted = "webhook_deleted"
+
+
+class Trigger(enum.StrEnum):
+    scheduled = "scheduled"
+    manual = "manual"
+    test = "test"
+
+
+class RetryPolicy(Table, tablename="retry_policies"):
+    """The organisation's default policy (one row per organisation; absent means the built-in default)."""
+
+    org = ForeignKey(Organization, db_column_name="org_id", on_delete=OnDelete.cascade, unique=True, null=False)
+    strategy = Varchar(length=16, default="exponential")
+    base_delay_ms = Integer(default=1000)
+    max_delay_ms = Integer(default=3_600_000)
+    max_retries = Integer(default=8)
+    jitter = Boolean(default=True)
+    updated_at = Timestamptz()
+
+
+class Webhook(Table, tablename="webhooks"):
+    id = UUID(primary_key=True)
+    org = ForeignKey(Organization, db_column_name="org_id", on_delete=OnDelete.cascade, index=True, null=False)
+    name = Varchar(length=100)
+    url = Text()
+    description = Text(default="")
+    event_patterns = Array(base_column=Varchar(length=120))
+    enabled = Boolean(default=True)
+    disabled_reason = Text(null=True, default=None)
+    disabled_at = Timestamptz(null=True, default=None)
+    timeout_seconds = Integer(default=15)
+    headers = JSONB(default="{}")
+    # The per-webhook override of the organisation's policy, in CONTRACT's shape; null: use the default.
+    retry_policy = JSONB(null=True, default=None)
+    # Sealed (app.core.crypto) with context "webhook:<id>". During a rotation the previous secret stays
+    # valid, and is signed with too, until previous_secret_expires_at.
+    secret = Text()
+    previous_secret = Text(null=True, default=None)
+    previous_secret_expires_at = Timestamptz(null=True, default=None)
+    consecutive_failures = Integer(default=0)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+    # Deleting keeps the row (deliveries and attempts stay for audit); lists leave it out.
+    deleted_at = Timestamptz(null=True, default=None)
+
+
+class WebhookDelivery(Table, tablename="webhook_deliveries"):
+    """One per (event, webhook). Its id is the X-InTime-Delivery / webhook-id header on every attempt."""
+
+    id = UUID(primary_key=True)
+    org = ForeignKey(Organization, db_column_name="org_id", on_delete=OnDelete.cascade, null=False)
+    webhook = ForeignKey(Webhook, db_column_name="webhook_id", on_delete=OnDelete.cascade, null=False)
+    event = ForeignKey(Event, db_column_name="event_id", on_delete=OnDelete.cascade, null=False)
+    event_type = Varchar(length=100)
+    status = Varchar(length=16, default=DeliveryStatus.pending)
+    attempt_count = Integer(default=0)
+    # Which kind of attempt the next claim makes: scheduled (fan-out, retries), manual (replay), test.
+    next_trigger = Varchar(length=16, default=Trigger.scheduled)
+    next_attempt_at = Timestamptz(null=True, default=None)
+    lease_expires_at = Timestamptz(null=True, default=None)
+    last_status_code = Integer(null=True, default=None)
+    last_error = Text(null=True, default=None)
+    dlq_reason = Varchar(length=32, null=True, default=None)
+    dlq_at = Timestamptz(null=True, default=None)
+    # Cleared from the DLQ by an admin: kept, marked, for audit.
+    cleared_at = Timestamptz(null=True, default=None)
+    cleared_by = ForeignKey(User, db_column_name="cleared_by", on_delete=OnDelete.set_null, null=True, default=None)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+    completed_at = Timestamptz(null=True, default=None)
+
+
+class DeliveryAttempt(Table, tablename="delivery_attempts"):
+    id = UUID(primary_key=True)
+    delivery = ForeignKey(WebhookDelivery, db_column_name="delivery_id", on_delete=OnDelete.cascade, null=False)
+    attempt_number = Integer()
+    trigger = Varchar(length=16, default=Trigger.scheduled)
+    started_at = Timestamptz()
+    duration_ms = Integer(default=0)
+    request_url = Text()
+    request_headers = JSONB(default="{}")
+    response_status = Integer(null=True, default=None)
+    response_headers = JSONB(null=True, default=None)
+    response_body = Text(null=True, default=None)
+    response_truncated = Boolean(default=False)
+    error_class = Varchar(length=32, null=True, default=None)
+    error_message = Text(null=True, default=None)
+    # What followed this attempt: the delay before the next one, or none (success, DLQ).
+    next_delay_ms = Integer(null=True, default=None)
+    outcome = Varchar(length=16, default="")
+
+
+class Job(Table, tablename="jobs"):
+    """A background bulk job (DLQ retry / clear, replay-since) whose progress a page polls."""
+
+    id = UUID(primary_key=True)
+    org = ForeignKey(Organization, db_column_name="org_id", on_delete=OnDelete.cascade, index=True, null=False)
+    kind = Varchar(length=32)
+    status = Varchar(length=16, default="queued")
+    params = JSONB(default="{}")
+    total = Integer(default=0)
+    processed = Integer(default=0)
+    errors = Integer(default=0)
+    created_by = ForeignKey(User, db_column_name="created_by", on_delete=OnDelete.set_null, null=True, default=None)
+    created_at = Timestamptz()
+    finished_at = Timestamptz(null=True, default=None)
