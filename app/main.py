@@ -21,6 +21,8 @@ from app.core.settings import ROOT, get_settings
 from app.core.templating import template_config
 from app.events.controllers import CatalogPage, EventsApi
 from app.portal.controllers import PortalController, healthz, root
+from app.webhooks import api as webhooks_api
+from app.webhooks import pages as webhooks_pages
 
 ADMIN_PREFIX = "/employee/admin/integrations"
 API_PREFIX = "/api/v1"
@@ -44,13 +46,13 @@ def create_app() -> Litestar:
     admin = Router(
         path=ADMIN_PREFIX,
         guards=[signed_in],
-        route_handlers=[PortalController, TokensController, CatalogPage],
+        route_handlers=[PortalController, TokensController, CatalogPage, *webhooks_pages.ROUTES],
         include_in_schema=False,
     )
     api = Router(
         path=API_PREFIX,
         guards=[api_token],
-        route_handlers=[EventsApi],
+        route_handlers=[EventsApi, *webhooks_api.ROUTES],
         security=[{"BearerToken": []}],
     )
     return Litestar(

@@ -13,18 +13,23 @@ import contextlib
 import json
 import logging
 import signal
+from datetime import timedelta
 
 import asyncpg
 
-from app.core import heartbeat
+from app.core import heartbeat, queue
 from app.core.settings import get_settings
+from app.webhooks import delivery
 
 log = logging.getLogger("intime.scheduler")
-TICK_SECONDS = 5.0
+SWEEP_SECONDS = 1.0
+HEARTBEAT_SECONDS = 5.0
+FAN_OUT_BATCH = 500
 
 
 class Scheduler:
-    def __init__(self) -> None:
+    def __init__(self, sweep_grace: timedelta = delivery.SWEEP_GRACE) -> None:
+        self.sweep_grace = sweep_grace
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
         self.listener: asyncpg.Connection | None = None
@@ -57,32 +62,66 @@ class Scheduler:
 
     async def tick(self) -> None:
         """Periodic work: tell the portal we live, and have a worker prove that it does too."""
-        from tasks.system import heartbeat as worker_heartbeat
-
         await heartbeat.beat("scheduler")
-        await asyncio.to_thread(worker_heartbeat.send)
+        await queue.asend("heartbeat")
+
+    async def fan_out(self) -> int:
+        """Drain the fan-out backlog: new events become deliveries, which are enqueued at once."""
+        total = 0
+        while True:
+            taken, created = await delivery.fan_out_backlog(FAN_OUT_BATCH)
+            if created:
+                await queue.asend_many("deliver_webhook", [(str(i),) for i in created])
+                total += len(created)
+            if taken < FAN_OUT_BATCH:
+                return total
+
+    async def sweep(self) -> int:
+        lost = await delivery.sweep_lost(grace=self.sweep_grace)
+        if lost:
+            log.info("re-enqueued %d deliveries whose message or worker was lost", len(lost))
+            await queue.asend_many("deliver_webhook", [(str(i),) for i in lost])
+        return len(lost)
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen())
+        loop = asyncio.get_running_loop()
+        next_sweep = next_beat = 0.0
         while not self.stopping.is_set():
+            self.wake.clear()
             try:
-                await self.tick()
-            except Exception:  # one failed tick must not stop the scheduler; the next one retries
-                log.exception("scheduler tick failed")
+                await self.fan_out()
+                now = loop.time()
+                if now >= next_sweep:
+                    await self.sweep()
+                    next_sweep = now + SWEEP_SECONDS
+                if now >= next_beat:
+                    await self.tick()
+                    next_beat = now + HEARTBEAT_SECONDS
+            except Exception:  # one failed round must not stop the scheduler; the next one retries
+                log.exception("scheduler round failed")
+                await asyncio.sleep(1)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=TICK_SECONDS)
+                await asyncio.wait_for(self.wake.wait(), timeout=SWEEP_SECONDS)
         await listener
 
 
 async def amain() -> None:
-    import tasks  # noqa: F401  (sets the broker and registers the actors the scheduler sends)
+    from app.core import db
 
+    await db.open_pool(max_size=4)
     scheduler = Scheduler()
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        scheduler.stopping.set()
+        scheduler.wake.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, scheduler.stopping.set)
+        loop.add_signal_handler(sig, stop)
     log.info("scheduler started")
     await scheduler.run()
+    await db.close_pool()
     log.info("scheduler stopped")
 
 

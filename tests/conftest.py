@@ -81,6 +81,7 @@ async def recreate_database(url: str) -> None:
 
 
 _STARTED = _prepare()
+(ROOT / "test-artifacts").mkdir(exist_ok=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -151,3 +152,90 @@ def factory():
     from tests.factories import Factory
 
     return Factory()
+
+
+# --- the delivery pipeline: a real worker process, the scheduler, local receivers ----------------------
+
+
+@pytest.fixture(scope="session")
+def worker_process():
+    """A real `dramatiq tasks` worker on the test Redis and database, shared by the run."""
+    import signal
+
+    log = open(ROOT / "test-artifacts" / "worker.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dramatiq"), "tasks", "--processes", "1", "--threads", "4"],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield process
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture
+async def scheduler():
+    """The scheduler loop, in this test's event loop (fan-out on NOTIFY, sweeps every second)."""
+    from datetime import timedelta
+
+    from tasks.scheduler import Scheduler
+
+    instance = Scheduler(sweep_grace=timedelta(seconds=1))
+    task = asyncio.create_task(instance.run())
+    yield instance
+    instance.stopping.set()
+    instance.wake.set()
+    await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def receiver():
+    from tests.receiver import Receiver
+
+    instance = await Receiver().start()
+    yield instance
+    await instance.stop()
+
+
+@pytest.fixture
+async def api(client, factory):
+    """An organisation, a token with every webhook scope, and helpers to drive the API with it."""
+    from tests import pipeline
+
+    org = await factory.org()
+    _, token = await factory.token(org, scopes="events:write,webhooks:write,dlq:write")
+
+    class Api:
+        organisation = org
+
+        async def webhook(self, url: str, **fields) -> dict:
+            body = {"name": "receiver", "url": url, "event_patterns": ["job.*"], "retry_policy": pipeline.FAST} | fields
+            response = await client.post("/api/v1/webhooks", json=body, headers={"authorization": f"Bearer {token}"})
+            assert response.status_code == 201, response.text
+            return response.json()
+
+        async def publish(self, event_type: str = "job.created", payload: dict | None = None) -> str:
+            response = await client.post(
+                "/api/v1/events",
+                json={"type": event_type, "payload": payload or {"n": 1}},
+                headers={"authorization": f"Bearer {token}"},
+            )
+            assert response.status_code == 201, response.text
+            return response.json()["id"]
+
+        async def get(self, path: str, **params):
+            return await client.get(f"/api/v1{path}", params=params, headers={"authorization": f"Bearer {token}"})
+
+        async def post(self, path: str, body: dict | None = None):
+            return await client.post(f"/api/v1{path}", json=body, headers={"authorization": f"Bearer {token}"})
+
+        async def patch(self, path: str, body: dict):
+            return await client.patch(f"/api/v1{path}", json=body, headers={"authorization": f"Bearer {token}"})
+
+    return Api()

@@ -123,7 +123,12 @@ policies = st.builds(
 ).filter(lambda p: p.max_delay_ms >= p.base_delay_ms)
 
 
-@given(policy=policies, attempts=st.integers(1, 60), seed=st.integers(0, 2**32), retry_after=st.none() | st.integers(0, 10**9))
+@given(
+    policy=policies,
+    attempts=st.integers(1, 60),
+    seed=st.integers(0, 2**32),
+    retry_after=st.none() | st.integers(0, 10**9),
+)
 def test_every_delay_stays_within_the_policys_bounds(policy, attempts, seed, retry_after):
     delay = retry.next_delay_ms(policy, attempts, retry_after, random.Random(seed))
     if attempts > policy.max_retries:

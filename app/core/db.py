@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
 from piccolo.engine.postgres import PostgresEngine
 
@@ -38,3 +41,18 @@ async def close_pool() -> None:
 async def connect() -> asyncpg.Connection:
     """A dedicated connection outside the pool, for LISTEN or long work."""
     return await asyncpg.connect(get_settings().database.url)
+
+
+@asynccontextmanager
+async def connection() -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection, for the hot paths that want plain SQL and explicit transactions."""
+    pool = getattr(engine(), "pool", None)
+    if pool is not None:
+        async with pool.acquire() as conn:
+            yield conn
+    else:
+        conn = await connect()
+        try:
+            yield conn
+        finally:
+            await conn.close()

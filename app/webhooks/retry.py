@@ -63,8 +63,9 @@ def _as_bool(value: Any) -> bool | None:
 def parse_policy(data: Any) -> Policy:
     """Accept CONTRACT's JSON (or a form's strings); refuse impossible values with a message per field."""
     if not isinstance(data, dict):
-        raise PolicyError({"retry_policy": "must be an object with strategy, base_delay_ms, max_delay_ms, "
-                                           "max_retries and jitter"})
+        raise PolicyError(
+            {"retry_policy": "must be an object with strategy, base_delay_ms, max_delay_ms, max_retries and jitter"}
+        )
     errors: dict[str, str] = {}
     unknown = sorted(set(data) - set(Policy.__dataclass_fields__))
     if unknown:

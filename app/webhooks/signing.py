@@ -14,7 +14,7 @@ import hmac
 import os
 from datetime import datetime
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105  (the format marker, not a secret)
 
 
 def generate_secret() -> str:

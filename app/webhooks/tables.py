@@ -92,6 +92,9 @@ class WebhookDelivery(Table, tablename="webhook_deliveries"):
     event_type = Varchar(length=100)
     status = Varchar(length=16, default=DeliveryStatus.pending)
     attempt_count = Integer(default=0)
+    # attempt_count when the current run of tries began: a replay or a DLQ retry starts a fresh retry
+    # budget, so the policy counts attempt_count - attempts_base.
+    attempts_base = Integer(default=0)
     # Which kind of attempt the next claim makes: scheduled (fan-out, retries), manual (replay), test.
     next_trigger = Varchar(length=16, default=Trigger.scheduled)
     next_attempt_at = Timestamptz(null=True, default=None)

@@ -58,3 +58,34 @@ class TokensPage:
             await self.page.locator(f'input[name="scopes"][value="{scope}"]').check()
         await self.page.get_by_test_id("token-submit").click()
         return await self.page.get_by_test_id("new-token").input_value()
+
+
+class WebhookFormPage:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    async def create(self, name: str, url: str, patterns: str, fast_retries: bool = True) -> str:
+        await self.page.get_by_label("Name").fill(name)
+        await self.page.get_by_label("Endpoint URL").fill(url)
+        await self.page.get_by_label("Events").fill(patterns)
+        await self.page.get_by_label("Timeout (seconds)").fill("5")
+        if fast_retries:
+            await self.page.get_by_test_id("policy-override").check()
+            await self.page.locator('select[name="policy_strategy"]').select_option("fixed")
+            await self.page.locator('input[name="policy_base_delay_ms"]').fill("300")
+            await self.page.locator('input[name="policy_max_delay_ms"]').fill("300")
+            await self.page.locator('input[name="policy_max_retries"]').fill("1")
+        await self.page.get_by_test_id("save-webhook").click()
+        return await self.page.get_by_test_id("secret").input_value()
+
+
+class WebhookDetailPage:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    @property
+    def rows(self):
+        return self.page.get_by_test_id("delivery-row")
+
+    def statuses(self):
+        return self.page.get_by_test_id("delivery-status")

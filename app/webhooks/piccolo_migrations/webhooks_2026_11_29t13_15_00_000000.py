@@ -4,7 +4,7 @@ of a webhook's history, the DLQ, the scheduler's sweeps, and the fan-out backlog
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.table import Table
 
-ID = "2026-11-29T13:13:00:000000"
+ID = "2026-11-29T13:15:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "delivery indexes"
 

@@ -1,0 +1,290 @@
+"""The webhooks part of the JSON API (CONTRACT "JSON API"): webhooks, deliveries, retry config, DLQ, jobs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from app.accounts.auth import principal_of
+from app.core.problems import Problem
+from app.webhooks import operations, queries, retry, services, signing
+from app.webhooks.operations import DlqFilter
+from app.webhooks.tables import Webhook
+
+READ = {"scopes": ["webhooks:read"]}
+WRITE = {"scopes": ["webhooks:write"]}
+DLQ_WRITE = {"scopes": ["dlq:write"]}
+
+
+def webhook_out(webhook: Webhook, secret: str | None = None) -> dict[str, Any]:
+    out = {
+        "id": str(webhook.id),
+        "name": webhook.name,
+        "url": webhook.url,
+        "description": webhook.description,
+        "event_patterns": webhook.event_patterns,
+        "enabled": webhook.enabled,
+        "disabled_reason": webhook.disabled_reason,
+        "disabled_at": webhook.disabled_at,
+        "timeout_seconds": webhook.timeout_seconds,
+        "headers": _json(webhook.headers) or {},
+        "retry_policy": _json(webhook.retry_policy),
+        "consecutive_failures": webhook.consecutive_failures,
+        "secret_rotating_until": webhook.previous_secret_expires_at
+        if webhook.previous_secret_expires_at and webhook.previous_secret_expires_at > datetime.now().astimezone()
+        else None,
+        "created_at": webhook.created_at,
+        "updated_at": webhook.updated_at,
+    }
+    if secret is not None:
+        out["secret"] = secret
+    return out
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _invalid(error: services.WebhookInvalid | retry.PolicyError) -> Problem:
+    errors = [{"field": field, "message": message} for field, message in error.errors.items()]
+    return Problem(
+        422, "The webhook is not valid: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors
+    )
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise Problem(422, "The request body must be a JSON object.")
+    return data
+
+
+def _page(page: queries.Page) -> dict[str, Any]:
+    return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+async def _query(coro):
+    try:
+        return await coro
+    except queries.BadQuery as error:
+        raise Problem(422, str(error), [{"field": error.field, "message": str(error)}]) from None
+
+
+class WebhooksApi(Controller):
+    path = "/webhooks"
+    tags = ["webhooks"]
+
+    @get("/", opt=READ, summary="List webhooks")
+    async def list_webhooks(self, request: Request) -> dict[str, Any]:
+        hooks = await services.list_webhooks(principal_of(request).org_id)
+        return {"items": [webhook_out(w) for w in hooks], "next_cursor": None}
+
+    @post("/", opt=WRITE, status_code=201, summary="Create a webhook; the response carries its secret, once")
+    async def create(self, request: Request, data: JSONBody[Any]) -> dict[str, Any]:
+        try:
+            webhook, secret = await services.create_webhook(principal_of(request).org_id, _object(data))
+        except services.WebhookInvalid as error:
+            raise _invalid(error) from None
+        return webhook_out(webhook, secret)
+
+    @get("/{webhook_id:str}", opt=READ, summary="One webhook")
+    async def get_one(self, request: Request, webhook_id: FromPath[str]) -> dict[str, Any]:
+        return webhook_out(await _webhook(request, webhook_id))
+
+    @patch("/{webhook_id:str}", opt=WRITE, summary="Change a webhook (only the fields given)")
+    async def update(self, request: Request, webhook_id: FromPath[str], data: JSONBody[Any]) -> dict[str, Any]:
+        webhook = await _webhook(request, webhook_id)
+        try:
+            return webhook_out(await services.update_webhook(principal_of(request).org_id, webhook.id, _object(data)))
+        except services.WebhookInvalid as error:
+            raise _invalid(error) from None
+
+    @delete("/{webhook_id:str}", opt=WRITE, status_code=204, summary="Delete a webhook (its history is kept)")
+    async def remove(self, request: Request, webhook_id: FromPath[str]) -> None:
+        webhook = await _webhook(request, webhook_id)
+        await services.delete_webhook(principal_of(request).org_id, webhook.id)
+
+    @post("/{webhook_id:str}/test", opt=WRITE, status_code=202, summary="Send a webhook.test event to it")
+    async def test(self, request: Request, webhook_id: FromPath[str]) -> dict[str, Any]:
+        webhook = await _webhook(request, webhook_id)
+        delivery_id = await operations.send_test(principal_of(request).org_id, webhook.id)
+        return {"delivery_id": str(delivery_id)}
+
+    @post(
+        "/{webhook_id:str}/rotate-secret",
+        opt=WRITE,
+        status_code=200,
+        summary="New secret; the old one stays valid (and signs too) for 24 h",
+    )
+    async def rotate(self, request: Request, webhook_id: FromPath[str]) -> dict[str, Any]:
+        webhook = await _webhook(request, webhook_id)
+        secret = await services.rotate_secret(principal_of(request).org_id, webhook.id)
+        return {
+            "secret": secret,
+            "previous_valid_until": datetime.now().astimezone() + services.ROTATION_OVERLAP,
+            "hint": signing.mask(secret),
+        }
+
+    @get("/{webhook_id:str}/deliveries", opt=READ, summary="A webhook's deliveries, newest first")
+    async def deliveries(
+        self,
+        request: Request,
+        webhook_id: FromPath[str],
+        status: FromQuery[str | None] = None,
+        event_type: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        webhook = await _webhook(request, webhook_id)
+        return _page(
+            await _query(
+                queries.list_deliveries(
+                    principal_of(request).org_id,
+                    webhook.id,
+                    status=status,
+                    event_type=event_type,
+                    since=since,
+                    until=until,
+                    limit=limit,
+                    cursor=cursor,
+                )
+            )
+        )
+
+
+async def _webhook(request: Request, webhook_id: str) -> Webhook:
+    try:
+        return await services.get_webhook(principal_of(request).org_id, webhook_id)
+    except services.NotFound as error:
+        raise NotFoundException(str(error)) from None
+
+
+class DeliveriesApi(Controller):
+    path = "/deliveries"
+    tags = ["deliveries"]
+
+    @get("/{delivery_id:str}", opt=READ, summary="A delivery with every attempt's request and response")
+    async def get_one(self, request: Request, delivery_id: FromPath[str]) -> dict[str, Any]:
+        found = await queries.get_delivery(principal_of(request).org_id, delivery_id)
+        if found is None:
+            raise NotFoundException("No such delivery in this organisation.")
+        return found
+
+    @post("/{delivery_id:str}/replay", opt=WRITE, status_code=202, summary="Send it again (same delivery id)")
+    async def replay(self, request: Request, delivery_id: FromPath[str]) -> dict[str, Any]:
+        await _operation(operations.replay(principal_of(request).org_id, delivery_id))
+        return {"delivery_id": delivery_id, "status": "pending"}
+
+
+async def _operation(coro):
+    try:
+        return await coro
+    except services.NotFound as error:
+        raise NotFoundException(str(error)) from None
+    except operations.Conflict as error:
+        raise Problem(409, str(error)) from None
+
+
+class RetryConfigApi(Controller):
+    path = "/retry-config"
+    tags = ["retry"]
+
+    @get("/", opt=READ, summary="The organisation's default retry policy")
+    async def get_config(self, request: Request) -> dict[str, Any]:
+        return (await services.org_policy(principal_of(request).org_id)).as_dict()
+
+    @put("/", opt=WRITE, summary="Replace the organisation's default retry policy")
+    async def put_config(self, request: Request, data: JSONBody[Any]) -> dict[str, Any]:
+        try:
+            return (await services.set_org_policy(principal_of(request).org_id, _object(data))).as_dict()
+        except retry.PolicyError as error:
+            raise Problem(
+                422,
+                f"The retry policy is not valid: {error}",
+                [{"field": f, "message": m} for f, m in error.errors.items()],
+            ) from None
+
+
+def _dlq_filter(
+    webhook_id: str | None, event_type: str | None, reason: str | None, since: datetime | None, until: datetime | None
+) -> DlqFilter:
+    try:
+        hook = uuid.UUID(webhook_id) if webhook_id else None
+    except ValueError:
+        raise Problem(422, "webhook_id is not a UUID.", [{"field": "webhook_id", "message": "not a UUID"}]) from None
+    return DlqFilter(webhook_id=hook, event_type=event_type, reason=reason, since=since, until=until)
+
+
+class DlqApi(Controller):
+    path = "/dlq"
+    tags = ["dlq"]
+
+    @get("/", opt=READ, summary="Dead-lettered deliveries, newest first")
+    async def list_dlq(
+        self,
+        request: Request,
+        webhook_id: FromQuery[str | None] = None,
+        event_type: FromQuery[str | None] = None,
+        reason: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        limit: FromQuery[int | None] = None,
+        cursor: FromQuery[str | None] = None,
+    ) -> dict[str, Any]:
+        dlq_filter = _dlq_filter(webhook_id, event_type, reason, since, until)
+        return _page(await _query(queries.list_dlq(principal_of(request).org_id, dlq_filter, limit, cursor)))
+
+    @post("/{delivery_id:str}/retry", opt=DLQ_WRITE, status_code=202, summary="Retry one dead-lettered delivery")
+    async def retry_one(self, request: Request, delivery_id: FromPath[str]) -> dict[str, Any]:
+        await _operation(operations.replay(principal_of(request).org_id, delivery_id, only_dlq=True))
+        return {"delivery_id": delivery_id, "status": "pending"}
+
+    @delete("/{delivery_id:str}", opt=DLQ_WRITE, status_code=204, summary="Clear one item (kept, marked, for audit)")
+    async def clear_one(self, request: Request, delivery_id: FromPath[str]) -> None:
+        principal = principal_of(request)
+        await _operation(operations.clear(principal.org_id, delivery_id, principal.user_id))
+
+    @post("/retry", opt=DLQ_WRITE, status_code=202, summary="Retry everything the filter matches, as a job")
+    async def retry_bulk(self, request: Request, data: JSONBody[Any] = None) -> dict[str, Any]:
+        return await self._bulk(request, "dlq_retry", data)
+
+    @post("/clear", opt=DLQ_WRITE, status_code=202, summary="Clear everything the filter matches, as a job")
+    async def clear_bulk(self, request: Request, data: JSONBody[Any] = None) -> dict[str, Any]:
+        return await self._bulk(request, "dlq_clear", data)
+
+    async def _bulk(self, request: Request, kind: str, data: Any) -> dict[str, Any]:
+        body = _object(data or {})
+        unknown = sorted(set(body) - {"webhook_id", "event_type", "reason", "since", "until"})
+        if unknown:
+            raise Problem(422, f"Unknown filter field {', '.join(unknown)}.")
+        try:
+            since = datetime.fromisoformat(body["since"]) if body.get("since") else None
+            until = datetime.fromisoformat(body["until"]) if body.get("until") else None
+        except (TypeError, ValueError):
+            raise Problem(422, "since and until are ISO 8601 times.") from None
+        dlq_filter = _dlq_filter(body.get("webhook_id"), body.get("event_type"), body.get("reason"), since, until)
+        principal = principal_of(request)
+        job_id = await operations.start_bulk(principal.org_id, kind, dlq_filter, principal.user_id)
+        return {"job_id": str(job_id)}
+
+
+class JobsApi(Controller):
+    path = "/jobs"
+    tags = ["jobs"]
+
+    @get("/{job_id:str}", summary="Progress of a bulk job")
+    async def get_job(self, request: Request, job_id: FromPath[str]) -> Response:
+        job = await queries.get_job(principal_of(request).org_id, job_id)
+        if job is None:
+            raise NotFoundException("No such job in this organisation.")
+        return Response(job)
+
+
+ROUTES = [WebhooksApi, DeliveriesApi, RetryConfigApi, DlqApi, JobsApi]

@@ -1,0 +1,160 @@
+"""Reading deliveries, attempts, the DLQ and jobs: keyset-paginated, filtered, always per organisation."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.core import db
+from app.webhooks.operations import DlqFilter
+from app.webhooks.tables import DeliveryStatus
+
+MAX_LIMIT = 200
+
+DELIVERY_COLUMNS = (
+    "d.id, d.webhook_id, d.event_id, d.event_type, d.status, d.attempt_count, d.next_attempt_at, "
+    "d.last_status_code, d.last_error, d.dlq_reason, d.dlq_at, d.cleared_at, d.created_at, d.updated_at, "
+    "d.completed_at, w.name AS webhook_name, w.url AS webhook_url"
+)
+
+
+class BadQuery(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{row_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, row_id = raw.split("|")
+        return datetime.fromisoformat(at), uuid.UUID(row_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadQuery("cursor", "The cursor is not one this API gave out.") from None
+
+
+def check_limit(limit: int | None, default: int = 50) -> int:
+    if limit is None:
+        return default
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadQuery("limit", f"limit is between 1 and {MAX_LIMIT}.")
+    return limit
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+async def _page(
+    sql_where: str, args: list[Any], order_column: str, limit: int, cursor: str | None, columns: str = DELIVERY_COLUMNS
+) -> Page:
+    if cursor:
+        at, row_id = decode_cursor(cursor)
+        args = [*args, at, row_id]
+        sql_where += f" AND ({order_column}, d.id) < (${len(args) - 1}, ${len(args)})"
+    sql = (
+        f"SELECT {columns} FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "  # noqa: S608
+        f"WHERE {sql_where} ORDER BY {order_column} DESC, d.id DESC LIMIT {limit + 1}"
+    )
+    async with db.connection() as conn:
+        rows = [dict(row) for row in await conn.fetch(sql, *args)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    key = order_column.split(".")[1]
+    return Page(rows, encode_cursor(rows[-1][key], rows[-1]["id"]) if more and rows else None)
+
+
+async def list_deliveries(
+    org_id: uuid.UUID,
+    webhook_id: uuid.UUID,
+    *,
+    status: str | None = None,
+    event_type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> Page:
+    if status is not None and status not in {s.value for s in DeliveryStatus}:
+        raise BadQuery("status", f"status is one of {', '.join(s.value for s in DeliveryStatus)}.")
+    clauses: list[str] = ["d.org_id = $1", "d.webhook_id = $2"]
+    args: list[Any] = [org_id, webhook_id]
+    for clause, value in (
+        ("d.status = ", status),
+        ("d.event_type = ", event_type),
+        ("d.created_at >= ", since),
+        ("d.created_at < ", until),
+    ):
+        if value is not None:
+            args.append(value)
+            clauses.append(f"{clause}${len(args)}")
+    return await _page(" AND ".join(clauses), args, "d.created_at", check_limit(limit), cursor)
+
+
+async def list_dlq(
+    org_id: uuid.UUID, dlq_filter: DlqFilter, limit: int | None = None, cursor: str | None = None
+) -> Page:
+    where, args = dlq_filter.where(org_id)
+    return await _page(where, args, "d.dlq_at", check_limit(limit), cursor)
+
+
+async def get_delivery(org_id: uuid.UUID, delivery_id: uuid.UUID | str) -> dict[str, Any] | None:
+    try:
+        key = uuid.UUID(str(delivery_id))
+    except ValueError:
+        return None
+    async with db.connection() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {DELIVERY_COLUMNS}, e.payload::text AS payload, e.metadata::text AS metadata "  # noqa: S608
+            "FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id "
+            "WHERE d.id = $1 AND d.org_id = $2",
+            key,
+            org_id,
+        )
+        if row is None:
+            return None
+        attempts = await conn.fetch(
+            "SELECT id, attempt_number, trigger, started_at, duration_ms, request_url, "
+            "request_headers::text AS request_headers, response_status, response_headers::text AS response_headers, "
+            "response_body, response_truncated, error_class, error_message, next_delay_ms, outcome "
+            "FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt_number, started_at",
+            key,
+        )
+    delivery = dict(row)
+    delivery["payload"] = json.loads(delivery["payload"])
+    delivery["metadata"] = json.loads(delivery["metadata"])
+    delivery["attempts"] = [
+        {
+            **dict(a),
+            "request_headers": json.loads(a["request_headers"] or "{}"),
+            "response_headers": json.loads(a["response_headers"]) if a["response_headers"] else None,
+        }
+        for a in attempts
+    ]
+    return delivery
+
+
+async def get_job(org_id: uuid.UUID, job_id: uuid.UUID | str) -> dict[str, Any] | None:
+    try:
+        key = uuid.UUID(str(job_id))
+    except ValueError:
+        return None
+    async with db.connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT id, kind, status, total, processed, errors, created_at, finished_at FROM jobs "
+            "WHERE id = $1 AND org_id = $2",
+            key,
+            org_id,
+        )
+    return dict(row) if row else None

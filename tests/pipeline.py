@@ -1,0 +1,41 @@
+"""Helpers for tests that run the delivery pipeline: an API driver and waits on delivery state."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.core import db
+
+FAST = {"strategy": "fixed", "base_delay_ms": 200, "max_delay_ms": 200, "max_retries": 3, "jitter": False}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+async def wait_until(check, timeout: float = 20.0, interval: float = 0.1):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {check.__name__}")
+        await asyncio.sleep(interval)
+
+
+async def delivery_of(event_id: str, webhook_id: str) -> dict | None:
+    async with db.connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT * FROM webhook_deliveries WHERE event_id = $1 AND webhook_id = $2", event_id, webhook_id
+        )
+    return dict(row) if row else None
+
+
+async def settled(event_id: str, webhook_id: str, status: str) -> dict:
+    async def reached():
+        row = await delivery_of(event_id, webhook_id)
+        return row if row and row["status"] == status else None
+
+    reached.__name__ = f"delivery is {status}"
+    return await wait_until(reached)

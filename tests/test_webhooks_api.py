@@ -1,0 +1,137 @@
+"""Webhook management through the JSON API: validation, the outbound guard, secrets, isolation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.core import crypto
+from app.webhooks.tables import Webhook
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def writer(factory):
+    org = await factory.org()
+    _, token = await factory.token(org, scopes="webhooks:write,dlq:write")
+    return org, bearer(token)
+
+
+VALID = {"name": "Payroll", "url": "http://127.0.0.1:9/hook", "event_patterns": ["job.*"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"url": "not a url"}, "url", ""),
+        ({"url": "ftp://127.0.0.1/x"}, "url", "https://"),
+        ({"url": "http://user:pw@127.0.0.1/x"}, "url", ""),
+        ({"url": "http://10.0.0.1/hook"}, "url", ""),
+        ({"url": "http://169.254.169.254/latest/meta-data"}, "url", ""),
+        ({"event_patterns": ["jobs.*"]}, "event_patterns", "matches no event type"),
+        ({"event_patterns": []}, "event_patterns", "at least one"),
+        ({"timeout_seconds": 0}, "timeout_seconds", "1 to 60"),
+        ({"timeout_seconds": 61}, "timeout_seconds", "1 to 60"),
+        ({"name": ""}, "name", "1-100 characters"),
+        ({"headers": {"X-InTime-Signature": "forged"}}, "headers", "cannot be overridden"),
+        ({"headers": {"X-Evil": "a\r\nb"}}, "headers", "one line"),
+        ({"retry_policy": {"base_delay_ms": 5000, "max_delay_ms": 10}}, "retry_policy.max_delay_ms", "less than"),
+        ({"retry_policy": {"max_retries": 99}}, "retry_policy.max_retries", "at most 50"),
+        ({"colour": "blue"}, "colour", "Unknown field"),
+    ],
+)
+async def test_bad_webhooks_get_a_422_naming_the_field(client, writer, change, field, message):
+    _, headers = writer
+    response = await client.post("/api/v1/webhooks", json=VALID | change, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    errors = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert field in errors and message in errors[field]
+    assert await Webhook.count() == 0
+
+
+async def test_private_addresses_are_refused_by_the_saved_url_check_without_connecting(client, writer):
+    """The guard is tested on the validator: literal addresses are judged, never contacted."""
+    _, headers = writer
+    for url in ("http://192.168.1.10/", "http://[fc00::1]/", "http://100.64.0.1/", "http://0.0.0.0/"):
+        response = await client.post("/api/v1/webhooks", json=VALID | {"url": url}, headers=headers)
+        assert response.status_code == 422, url
+
+
+async def test_create_shows_the_secret_once_and_stores_it_encrypted(client, writer):
+    _, headers = writer
+    created = await client.post("/api/v1/webhooks", json=VALID | {"timeout_seconds": 5}, headers=headers)
+    assert created.status_code == 201
+    body = created.json()
+    assert body["secret"].startswith("whsec_") and body["timeout_seconds"] == 5 and body["enabled"] is True
+    row = await Webhook.objects().get(Webhook.id == body["id"])
+    assert body["secret"] not in row.secret
+    assert crypto.get_keyring().open(row.secret, f"webhook:{row.id}") == body["secret"]
+    listed = (await client.get("/api/v1/webhooks", headers=headers)).json()
+    assert [w["id"] for w in listed["items"]] == [body["id"]]
+    assert "secret" not in listed["items"][0] and body["secret"] not in json.dumps(listed)
+
+
+async def test_patch_changes_only_the_given_fields_and_delete_hides_it(client, writer):
+    _, headers = writer
+    body = (await client.post("/api/v1/webhooks", json=VALID, headers=headers)).json()
+    patched = await client.patch(f"/api/v1/webhooks/{body['id']}", json={"description": "nightly"}, headers=headers)
+    assert patched.status_code == 200
+    assert patched.json()["description"] == "nightly" and patched.json()["name"] == "Payroll"
+    assert (await client.delete(f"/api/v1/webhooks/{body['id']}", headers=headers)).status_code == 204
+    assert (await client.get(f"/api/v1/webhooks/{body['id']}", headers=headers)).status_code == 404
+    assert (await Webhook.objects().get(Webhook.id == body["id"])).deleted_at is not None  # kept for audit
+
+
+async def test_retry_config_round_trip_and_refusal(client, writer):
+    _, headers = writer
+    policy = {"strategy": "linear", "base_delay_ms": 500, "max_delay_ms": 5000, "max_retries": 4, "jitter": False}
+    assert (await client.put("/api/v1/retry-config", json=policy, headers=headers)).json() == policy
+    assert (await client.get("/api/v1/retry-config", headers=headers)).json() == policy
+    bad = await client.put("/api/v1/retry-config", json=policy | {"max_delay_ms": 100}, headers=headers)
+    assert bad.status_code == 422
+    assert (await client.get("/api/v1/retry-config", headers=headers)).json() == policy
+
+
+async def test_another_organisation_sees_and_changes_nothing(client, writer, factory):
+    _, headers = writer
+    body = (await client.post("/api/v1/webhooks", json=VALID, headers=headers)).json()
+    other = await factory.org()
+    _, token = await factory.token(other, scopes="webhooks:write,dlq:write")
+    theirs = bearer(token)
+    assert (await client.get("/api/v1/webhooks", headers=theirs)).json()["items"] == []
+    for method, path in (
+        ("GET", f"/api/v1/webhooks/{body['id']}"),
+        ("PATCH", f"/api/v1/webhooks/{body['id']}"),
+        ("DELETE", f"/api/v1/webhooks/{body['id']}"),
+        ("POST", f"/api/v1/webhooks/{body['id']}/test"),
+        ("POST", f"/api/v1/webhooks/{body['id']}/rotate-secret"),
+        ("GET", f"/api/v1/webhooks/{body['id']}/deliveries"),
+    ):
+        response = await client.request(method, path, headers=theirs, json={} if method == "PATCH" else None)
+        assert response.status_code == 404, (method, path)
+    assert (await Webhook.objects().get(Webhook.id == body["id"])).deleted_at is None
+
+
+async def test_read_scope_cannot_write(client, factory):
+    org = await factory.org()
+    _, token = await factory.token(org, scopes="webhooks:read")
+    response = await client.post("/api/v1/webhooks", json=VALID, headers=bearer(token))
+    assert response.status_code == 403
+    assert (await client.get("/api/v1/webhooks", headers=bearer(token))).status_code == 200
+    assert (await client.post("/api/v1/dlq/retry", json={}, headers=bearer(token))).status_code == 403
+
+
+async def test_bad_query_parameters_are_problems(client, writer):
+    _, headers = writer
+    body = (await client.post("/api/v1/webhooks", json=VALID, headers=headers)).json()
+    base = f"/api/v1/webhooks/{body['id']}/deliveries"
+    assert (await client.get(base, params={"status": "lost"}, headers=headers)).status_code == 422
+    assert (await client.get(base, params={"limit": 0}, headers=headers)).status_code == 422
+    assert (await client.get(base, params={"cursor": "garbage"}, headers=headers)).status_code == 422
+    assert (await client.get(base, params={"since": "yesterday"}, headers=headers)).status_code in (400, 422)
+    assert (await client.get("/api/v1/dlq", params={"webhook_id": "nope"}, headers=headers)).status_code == 422
