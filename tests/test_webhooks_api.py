@@ -135,3 +135,25 @@ async def test_bad_query_parameters_are_problems(client, writer):
     assert (await client.get(base, params={"cursor": "garbage"}, headers=headers)).status_code == 422
     assert (await client.get(base, params={"since": "yesterday"}, headers=headers)).status_code in (400, 422)
     assert (await client.get("/api/v1/dlq", params={"webhook_id": "nope"}, headers=headers)).status_code == 422
+
+
+async def test_another_organisations_dlq_items_and_jobs_are_out_of_reach(client, writer, factory):
+    from app.events import services as events
+    from app.webhooks import delivery, operations
+
+    org, headers = writer
+    body = (await client.post("/api/v1/webhooks", json=VALID, headers=headers)).json()
+    await events.publish(org.id, "job.created", {})
+    (delivery_id,) = (await delivery.fan_out_backlog())[1]
+    await client.patch(f"/api/v1/webhooks/{body['id']}", json={"enabled": False}, headers=headers)
+    job_id = await operations.start_bulk(org.id, "dlq_clear", operations.DlqFilter(), None)
+    other = await factory.org()
+    _, token = await factory.token(other, scopes="webhooks:write,dlq:write")
+    theirs = bearer(token)
+    assert (await client.get("/api/v1/dlq", headers=theirs)).json()["items"] == []
+    assert (await client.get(f"/api/v1/deliveries/{delivery_id}", headers=theirs)).status_code == 404
+    assert (await client.post(f"/api/v1/deliveries/{delivery_id}/replay", headers=theirs)).status_code == 404
+    assert (await client.post(f"/api/v1/dlq/{delivery_id}/retry", headers=theirs)).status_code == 404
+    assert (await client.delete(f"/api/v1/dlq/{delivery_id}", headers=theirs)).status_code == 404
+    assert (await client.get(f"/api/v1/jobs/{job_id}", headers=theirs)).status_code == 404
+    assert len((await client.get("/api/v1/dlq", headers=headers)).json()["items"]) == 1
