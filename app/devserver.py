@@ -75,6 +75,8 @@ def main(with_scheduler: bool = True) -> None:
     ]
     if with_scheduler:
         children.append(Child("scheduler", [sys.executable, "-m", "tasks.scheduler"]))
+    receiver_port = os.environ.get("INTIME_DEV_RECEIVER_PORT", "8001")
+    children.append(Child("receiver", [sys.executable, "-m", "app.devreceiver"]))
 
     stopping = False
 
@@ -91,6 +93,7 @@ def main(with_scheduler: bool = True) -> None:
 
     _say(f"InTime Integrations is running: {settings.server.base_url}/employee/admin/integrations/")
     _say(f"sign in as {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]} (admin) or {DEMO_VIEWER[0]} / {DEMO_VIEWER[1]} (viewer)")
+    _say(f"demo receiver for webhooks: http://127.0.0.1:{receiver_port}/ok (also /status/503, /flaky, /slow/20)")
     _say("API reference: " + settings.server.base_url + "/schema · Ctrl-C stops everything")
 
     try:
