@@ -71,7 +71,7 @@ def main(with_scheduler: bool = True) -> None:
                 "--no-access-log",
             ],
         ),
-        Child("worker", [os.path.join(bin_dir, "dramatiq"), "tasks", "--processes", "1", "--threads", "4"]),
+        Child("worker", [os.path.join(bin_dir, "dramatiq"), "tasks", "--processes", "1", "--threads", "16"]),
     ]
     if with_scheduler:
         children.append(Child("scheduler", [sys.executable, "-m", "tasks.scheduler"]))
