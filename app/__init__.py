@@ -1,0 +1,3 @@
+"""InTime Integrations."""
+
+__version__ = "0.1.0"

@@ -12,6 +12,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.static_files import create_static_files_router
 
+from app import __version__
 from app.accounts.auth import AuthMiddleware, api_token, signed_in
 from app.accounts.controllers import LoginController, TokensController
 from app.core import db
@@ -26,7 +27,7 @@ from app.webhooks import pages as webhooks_pages
 
 ADMIN_PREFIX = "/employee/admin/integrations"
 API_PREFIX = "/api/v1"
-VERSION = "0.1.0"
+VERSION = __version__
 
 
 async def _startup(app: Litestar) -> None:

@@ -6,6 +6,8 @@ database pool is opened on that loop when the worker boots, so actors share pool
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
@@ -40,13 +42,16 @@ class DeliveryBackoff(Middleware):
     """
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        from app.webhooks.delivery import RetryRequest, schedule_retry
+        from app.webhooks.delivery import RetryRequest
+        from app.webhooks.schedule import schedule_retry
 
         if exception is not None or not isinstance(result, RetryRequest):
             return
         thread = get_event_loop_thread()
         assert thread is not None
-        delay = thread.run_coroutine(schedule_retry(result.delivery_id, result.retry_after_ms))
+        delay = thread.run_coroutine(
+            schedule_retry(result.delivery_id, result.attempt_number, result.attempt_id, result.retry_after_ms)
+        )
         if delay is not None:
             broker.enqueue(
                 dramatiq.Message(
@@ -69,6 +74,17 @@ class HttpClient(Middleware):
         thread = get_event_loop_thread()
         if thread is not None:
             thread.run_coroutine(outbound.close_shared_client())
+
+
+class _ReturnedRetryRequest(logging.Filter):
+    """deliver_webhook returns its RetryRequest to DeliveryBackoff on purpose, not to a result backend;
+    Dramatiq would warn about the "discarded" value on every retryable failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "'deliver_webhook' returned a value" not in record.getMessage()
+
+
+logging.getLogger("dramatiq.worker.Worker").addFilter(_ReturnedRetryRequest())
 
 
 def build_broker(url: str | None = None) -> RedisBroker:

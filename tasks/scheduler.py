@@ -19,7 +19,7 @@ import asyncpg
 
 from app.core import heartbeat, queue
 from app.core.settings import get_settings
-from app.webhooks import delivery
+from app.webhooks import fanout, schedule
 
 log = logging.getLogger("intime.scheduler")
 SWEEP_SECONDS = 1.0
@@ -28,7 +28,7 @@ FAN_OUT_BATCH = 500
 
 
 class Scheduler:
-    def __init__(self, sweep_grace: timedelta = delivery.SWEEP_GRACE) -> None:
+    def __init__(self, sweep_grace: timedelta = schedule.SWEEP_GRACE) -> None:
         self.sweep_grace = sweep_grace
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
@@ -69,7 +69,7 @@ class Scheduler:
         """Drain the fan-out backlog: new events become deliveries, which are enqueued at once."""
         total = 0
         while True:
-            taken, created = await delivery.fan_out_backlog(FAN_OUT_BATCH)
+            taken, created = await fanout.fan_out_backlog(FAN_OUT_BATCH)
             if created:
                 await queue.asend_many("deliver_webhook", [(str(i),) for i in created])
                 total += len(created)
@@ -77,11 +77,12 @@ class Scheduler:
                 return total
 
     async def sweep(self) -> int:
-        lost = await delivery.sweep_lost(grace=self.sweep_grace)
-        if lost:
-            log.info("re-enqueued %d deliveries whose message or worker was lost", len(lost))
-            await queue.asend_many("deliver_webhook", [(str(i),) for i in lost])
-        return len(lost)
+        found = await schedule.sweep(grace=self.sweep_grace)
+        if found:
+            log.info("re-enqueued %d deliveries whose message or worker was lost", len(found))
+            for delivery_id, delay in found:
+                await queue.asend("deliver_webhook", str(delivery_id), delay_ms=delay)
+        return len(found)
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen())

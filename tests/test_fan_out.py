@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from app.core import db
 from app.events import services as events
-from app.webhooks import delivery, services
+from app.webhooks import fanout, services
 from app.webhooks.tables import WebhookDelivery
 
 URL = "http://127.0.0.1:9/hook"
 
 
 async def hook(org, patterns: list[str], enabled: bool = True):
-    webhook, _ = await services.create_webhook(org.id, {"name": "h", "url": URL, "event_patterns": patterns,
-                                                         "enabled": enabled})
+    webhook, _ = await services.create_webhook(
+        org.id, {"name": "h", "url": URL, "event_patterns": patterns, "enabled": enabled}
+    )
     return webhook
 
 
@@ -27,7 +28,7 @@ async def test_each_event_reaches_exactly_the_matching_enabled_webhooks_of_its_o
     foreign = await hook(other, ["*"])
 
     event_id = await events.publish(org.id, "job.created", {})
-    taken, created = await delivery.fan_out_backlog()
+    taken, created = await fanout.fan_out_backlog()
     assert taken == 1 and len(created) == 4
     rows = await WebhookDelivery.select(WebhookDelivery.webhook.as_alias("webhook")).where(
         WebhookDelivery.event == event_id
@@ -41,14 +42,14 @@ async def test_fan_out_twice_creates_no_duplicates(factory):
     org = await factory.org()
     await hook(org, ["*"])
     event_id = await events.publish(org.id, "candidate.created", {})
-    await delivery.fan_out_backlog()
+    await fanout.fan_out_backlog()
     # As if a second scheduler had picked the same event up again
     async with db.connection() as conn:
         await conn.execute("UPDATE events SET fanned_out_at = NULL WHERE id = $1", event_id)
-    taken, created = await delivery.fan_out_backlog()
+    taken, created = await fanout.fan_out_backlog()
     assert taken == 1 and created == []
     assert await WebhookDelivery.count().where(WebhookDelivery.event == event_id) == 1
-    assert await delivery.fan_out_backlog() == (0, [])
+    assert await fanout.fan_out_backlog() == (0, [])
 
 
 async def test_events_published_while_the_scheduler_was_down_are_fanned_out_by_the_sweep(factory):
@@ -56,9 +57,9 @@ async def test_events_published_while_the_scheduler_was_down_are_fanned_out_by_t
     await hook(org, ["job.*"])
     for _ in range(7):
         await events.publish(org.id, "job.closed", {})
-    taken, created = await delivery.fan_out_backlog(limit=5)
+    taken, created = await fanout.fan_out_backlog(limit=5)
     assert (taken, len(created)) == (5, 5)
-    taken, created = await delivery.fan_out_backlog(limit=5)
+    taken, created = await fanout.fan_out_backlog(limit=5)
     assert (taken, len(created)) == (2, 2)
 
 
@@ -66,11 +67,12 @@ async def test_deleting_a_webhook_dead_letters_what_waits_for_it(factory):
     org = await factory.org()
     webhook = await hook(org, ["*"])
     await events.publish(org.id, "job.created", {})
-    await delivery.fan_out_backlog()
+    await fanout.fan_out_backlog()
     await services.delete_webhook(org.id, webhook.id)
     row = await WebhookDelivery.objects().first()
     assert row.status == "dlq" and row.dlq_reason == "webhook_deleted"
     async with db.connection() as conn:
         announced = await conn.fetchval(
-            "SELECT count(*) FROM events WHERE event_type = 'webhook.delivery.dead_lettered'")
+            "SELECT count(*) FROM events WHERE event_type = 'webhook.delivery.dead_lettered'"
+        )
     assert announced == 1

@@ -182,3 +182,57 @@ async def test_retry_config_page_previews_saves_and_refuses(client, factory):
     assert saved.status_code == 200 and "Saved." in saved.text
     policy = await services.org_policy(admin.org.id)
     assert (policy.strategy, policy.base_delay_ms, policy.max_retries, policy.jitter) == ("linear", 2000, 6, True)
+
+
+async def test_a_hostile_webhook_name_stays_text_in_the_delete_confirmation(client, factory):
+    admin = await factory.user()
+    evil = "x');alert(document.cookie);('"
+    webhook, _ = await services.create_webhook(
+        admin.org.id, {"name": evil, "url": "http://127.0.0.1:9/", "event_patterns": ["*"]}
+    )
+    await sign_in(client, admin)
+    page = (await client.get(f"{BASE}/webhooks/{webhook.id}/edit")).text
+    # No value of ours ends up inside JavaScript: every handler is a fixed string
+    handlers = re.findall(r'\son[a-z]+="([^"]*)"', page)
+    assert handlers and all("alert" not in handler for handler in handlers)
+    assert "return confirm(this.dataset.confirm)" in handlers
+
+
+async def test_back_field_cannot_redirect_off_site(client, factory):
+    admin = await factory.user()
+    webhook, _ = await services.create_webhook(
+        admin.org.id, {"name": "h", "url": "http://127.0.0.1:9/", "event_patterns": ["*"]}
+    )
+    await sign_in(client, admin)
+    response = await client.post(
+        f"{BASE}/webhooks/{webhook.id}/enabled", data=form(client, enabled="false", back="//evil.example/x")
+    )
+    assert response.status_code in (302, 303) and response.headers["location"] == f"{BASE}/webhooks"
+
+
+async def test_unknown_status_filter_on_the_webhook_page_shows_everything(client, factory):
+    admin = await factory.user()
+    webhook, _ = await services.create_webhook(
+        admin.org.id, {"name": "h", "url": "http://127.0.0.1:9/", "event_patterns": ["*"]}
+    )
+    await sign_in(client, admin)
+    assert (await client.get(f"{BASE}/webhooks/{webhook.id}", params={"status": "bogus"})).status_code == 200
+
+
+async def test_dlq_page_actions_on_another_organisations_items_are_not_found(client, factory):
+    from app.events import services as events
+    from app.webhooks import fanout, operations
+
+    owner = await factory.user()
+    webhook, _ = await services.create_webhook(
+        owner.org.id, {"name": "h", "url": "http://127.0.0.1:9/", "event_patterns": ["*"]}
+    )
+    await events.publish(owner.org.id, "job.created", {})
+    (delivery_id,) = (await fanout.fan_out_backlog())[1]
+    await services.set_enabled(owner.org.id, webhook.id, False)
+    job_id = await operations.start_bulk(owner.org.id, "dlq_clear", operations.DlqFilter(), None)
+    await sign_in(client, await factory.user())
+    assert (await client.post(f"{BASE}/deliveries/{delivery_id}/replay", data=form(client))).status_code == 404
+    assert (await client.post(f"{BASE}/dlq/{delivery_id}/clear", data=form(client))).status_code == 404
+    assert (await client.get(f"{BASE}/dlq/jobs/{job_id}")).status_code == 404
+    assert 'data-testid="dlq-row"' not in (await client.get(f"{BASE}/dlq")).text

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from app.core import crypto
-from app.webhooks.tables import Webhook
+from app.webhooks.tables import Webhook, WebhookDelivery
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -139,12 +139,12 @@ async def test_bad_query_parameters_are_problems(client, writer):
 
 async def test_another_organisations_dlq_items_and_jobs_are_out_of_reach(client, writer, factory):
     from app.events import services as events
-    from app.webhooks import delivery, operations
+    from app.webhooks import fanout, operations
 
     org, headers = writer
     body = (await client.post("/api/v1/webhooks", json=VALID, headers=headers)).json()
     await events.publish(org.id, "job.created", {})
-    (delivery_id,) = (await delivery.fan_out_backlog())[1]
+    (delivery_id,) = (await fanout.fan_out_backlog())[1]
     await client.patch(f"/api/v1/webhooks/{body['id']}", json={"enabled": False}, headers=headers)
     job_id = await operations.start_bulk(org.id, "dlq_clear", operations.DlqFilter(), None)
     other = await factory.org()
@@ -156,4 +156,48 @@ async def test_another_organisations_dlq_items_and_jobs_are_out_of_reach(client,
     assert (await client.post(f"/api/v1/dlq/{delivery_id}/retry", headers=theirs)).status_code == 404
     assert (await client.delete(f"/api/v1/dlq/{delivery_id}", headers=theirs)).status_code == 404
     assert (await client.get(f"/api/v1/jobs/{job_id}", headers=theirs)).status_code == 404
-    assert len((await client.get("/api/v1/dlq", headers=headers)).json()["items"]) == 1
+    # Nothing of theirs touched it: whatever happened to it was done by its own organisation's job
+    row = await WebhookDelivery.objects().get(WebhookDelivery.id == delivery_id)
+    assert row.status == "dlq" and row.attempt_count == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/v1/dlq/retry", {"webhook_id": 5}),
+        ("POST", "/api/v1/dlq/clear", {"event_type": ["job.created"]}),
+        ("POST", "/api/v1/dlq/clear", {"reason": {"x": 1}}),
+        ("POST", "/api/v1/dlq/clear", {"reason": "bored"}),
+        ("POST", "/api/v1/dlq/clear", [1, 2]),
+        ("POST", "/api/v1/dlq/clear", {"since": "last tuesday"}),
+        ("POST", "/api/v1/webhooks", VALID | {"name": "nul\x00name"}),
+        ("POST", "/api/v1/webhooks", VALID | {"headers": {"X-Name": "café"}}),
+        ("GET", "/api/v1/dlq?event_type=%00", None),
+    ],
+)
+async def test_odd_input_is_a_4xx_problem_never_a_500(client, writer, method, path, body):
+    _, headers = writer
+    response = await client.request(method, path, json=body, headers=headers)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_an_empty_bulk_body_means_no_filter_but_a_falsy_one_is_refused(client, writer):
+    _, headers = writer
+    assert (await client.post("/api/v1/dlq/clear", headers=headers)).status_code == 202
+    assert (await client.post("/api/v1/dlq/clear", json=[], headers=headers)).status_code == 422
+    assert (await client.post("/api/v1/dlq/clear", json=False, headers=headers)).status_code == 422
+
+
+async def test_webhooks_list_pages_with_a_cursor(client, writer):
+    _, headers = writer
+    for n in range(3):
+        await client.post("/api/v1/webhooks", json=VALID | {"name": f"hook {n}"}, headers=headers)
+    first = (await client.get("/api/v1/webhooks", params={"limit": 2}, headers=headers)).json()
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    second = (
+        await client.get("/api/v1/webhooks", params={"limit": 2, "cursor": first["next_cursor"]}, headers=headers)
+    ).json()
+    assert len(second["items"]) == 1 and second["next_cursor"] is None
+    names = [w["name"] for w in first["items"] + second["items"]]
+    assert sorted(names) == ["hook 0", "hook 1", "hook 2"]

@@ -15,13 +15,7 @@ from litestar.response import Redirect, Template
 from app.accounts import services, sessions, tokens
 from app.accounts.auth import admin_only, principal_of
 from app.accounts.services import AccountError, TooManyAttempts
-
-
-def _safe_next(target: str | None, fallback: str) -> str:
-    """Only a path on this site: `//evil.example` or `https://...` would be an open redirect."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return fallback
+from app.core.urls import local_path
 
 
 class LoginController(Controller):
@@ -31,7 +25,7 @@ class LoginController(Controller):
     async def login_page(self, request: Request, next: FromQuery[str | None] = None) -> Template | Redirect:
         index = request.app.route_reverse("portal:index")
         if request.scope.get("user") is not None:
-            return Redirect(path=_safe_next(next, index))
+            return Redirect(path=local_path(next, index))
         return Template("accounts/login.html", context={"next": next or "", "email": "", "error": None})
 
     @post("/login", name="login:submit")
@@ -39,7 +33,7 @@ class LoginController(Controller):
         form = await request.form()
         email = str(form.get("email", ""))
         password = str(form.get("password", ""))
-        target = _safe_next(str(form.get("next", "")), request.app.route_reverse("portal:index"))
+        target = local_path(str(form.get("next", "")), request.app.route_reverse("portal:index"))
         client_ip = request.client.host if request.client else "unknown"
         try:
             user = await services.authenticate(email, password, client_ip)

@@ -11,6 +11,7 @@ import secrets
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -103,6 +104,12 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     )
 
 
+def handle_data_error(request: Request, exc: asyncpg.DataError) -> Response:
+    """Input the database refuses (a NUL character, a number out of range) is the client's to fix."""
+    detail = "A value in the request cannot be stored (for example a NUL character or an out-of-range number)."
+    return handle_http_exception(request, Problem(422 if _is_api(request) else 400, detail))
+
+
 def handle_unexpected(request: Request, exc: Exception) -> Response:
     reference = secrets.token_hex(6)
     log.exception("unhandled error %s on %s %s", reference, request.method, request.url.path)
@@ -116,4 +123,8 @@ def handle_unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-EXCEPTION_HANDLERS = {HTTPException: handle_http_exception, Exception: handle_unexpected}
+EXCEPTION_HANDLERS = {
+    HTTPException: handle_http_exception,
+    asyncpg.DataError: handle_data_error,
+    Exception: handle_unexpected,
+}

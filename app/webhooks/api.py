@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
@@ -15,7 +15,7 @@ from app.accounts.auth import principal_of
 from app.core.problems import Problem
 from app.webhooks import operations, queries, retry, services, signing
 from app.webhooks.operations import DlqFilter
-from app.webhooks.tables import Webhook
+from app.webhooks.tables import DlqReason, Webhook
 
 READ = {"scopes": ["webhooks:read"]}
 WRITE = {"scopes": ["webhooks:write"]}
@@ -33,7 +33,7 @@ def webhook_out(webhook: Webhook, secret: str | None = None) -> dict[str, Any]:
         "disabled_reason": webhook.disabled_reason,
         "disabled_at": webhook.disabled_at,
         "timeout_seconds": webhook.timeout_seconds,
-        "headers": _json(webhook.headers) or {},
+        "headers": services.shown_headers(webhook),
         "retry_policy": _json(webhook.retry_policy),
         "consecutive_failures": webhook.consecutive_failures,
         "secret_rotating_until": webhook.previous_secret_expires_at
@@ -68,6 +68,10 @@ def _page(page: queries.Page) -> dict[str, Any]:
     return {"items": page.items, "next_cursor": page.next_cursor}
 
 
+async def _async(function, *args):
+    return function(*args)
+
+
 async def _query(coro):
     try:
         return await coro
@@ -79,10 +83,17 @@ class WebhooksApi(Controller):
     path = "/webhooks"
     tags = ["webhooks"]
 
-    @get("/", opt=READ, summary="List webhooks")
-    async def list_webhooks(self, request: Request) -> dict[str, Any]:
-        hooks = await services.list_webhooks(principal_of(request).org_id)
-        return {"items": [webhook_out(w) for w in hooks], "next_cursor": None}
+    @get("/", opt=READ, summary="List webhooks, oldest first")
+    async def list_webhooks(
+        self, request: Request, limit: FromQuery[int | None] = None, cursor: FromQuery[str | None] = None
+    ) -> dict[str, Any]:
+        size = await _query(_async(queries.check_limit, limit, 100))
+        after = await _query(_async(queries.decode_cursor, cursor)) if cursor else None
+        hooks = await services.list_webhooks(principal_of(request).org_id, after=after, limit=size + 1)
+        more = len(hooks) > size
+        hooks = hooks[:size]
+        next_cursor = queries.encode_cursor(hooks[-1].created_at, hooks[-1].id) if more else None
+        return {"items": [webhook_out(w) for w in hooks], "next_cursor": next_cursor}
 
     @post("/", opt=WRITE, status_code=201, summary="Create a webhook; the response carries its secret, once")
     async def create(self, request: Request, data: JSONBody[Any]) -> dict[str, Any]:
@@ -213,12 +224,21 @@ class RetryConfigApi(Controller):
 
 
 def _dlq_filter(
-    webhook_id: str | None, event_type: str | None, reason: str | None, since: datetime | None, until: datetime | None
+    webhook_id: Any, event_type: Any, reason: Any, since: datetime | None, until: datetime | None
 ) -> DlqFilter:
+    for field, value in (("webhook_id", webhook_id), ("event_type", event_type), ("reason", reason)):
+        if value is not None and (not isinstance(value, str) or len(value) > 200 or "\x00" in value):
+            raise Problem(422, f"{field} must be a short text.", [{"field": field, "message": "must be a short text"}])
     try:
         hook = uuid.UUID(webhook_id) if webhook_id else None
     except ValueError:
         raise Problem(422, "webhook_id is not a UUID.", [{"field": "webhook_id", "message": "not a UUID"}]) from None
+    if reason is not None and reason not in {r.value for r in DlqReason}:
+        raise Problem(
+            422,
+            f"reason is one of {', '.join(r.value for r in DlqReason)}.",
+            [{"field": "reason", "message": "unknown reason"}],
+        )
     return DlqFilter(webhook_id=hook, event_type=event_type, reason=reason, since=since, until=until)
 
 
@@ -260,13 +280,13 @@ class DlqApi(Controller):
         return await self._bulk(request, "dlq_clear", data)
 
     async def _bulk(self, request: Request, kind: str, data: Any) -> dict[str, Any]:
-        body = _object(data or {})
+        body = {} if data is None else _object(data)
         unknown = sorted(set(body) - {"webhook_id", "event_type", "reason", "since", "until"})
         if unknown:
             raise Problem(422, f"Unknown filter field {', '.join(unknown)}.")
         try:
-            since = datetime.fromisoformat(body["since"]) if body.get("since") else None
-            until = datetime.fromisoformat(body["until"]) if body.get("until") else None
+            since = _aware(datetime.fromisoformat(body["since"])) if body.get("since") else None
+            until = _aware(datetime.fromisoformat(body["until"])) if body.get("until") else None
         except (TypeError, ValueError):
             raise Problem(422, "since and until are ISO 8601 times.") from None
         dlq_filter = _dlq_filter(body.get("webhook_id"), body.get("event_type"), body.get("reason"), since, until)
@@ -275,11 +295,15 @@ class DlqApi(Controller):
         return {"job_id": str(job_id)}
 
 
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 class JobsApi(Controller):
     path = "/jobs"
     tags = ["jobs"]
 
-    @get("/{job_id:str}", summary="Progress of a bulk job")
+    @get("/{job_id:str}", opt=READ, summary="Progress of a bulk job")
     async def get_job(self, request: Request, job_id: FromPath[str]) -> Response:
         job = await queries.get_job(principal_of(request).org_id, job_id)
         if job is None:

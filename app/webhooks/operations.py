@@ -24,14 +24,14 @@ class Conflict(RuntimeError):
 
 
 async def send_test(org_id: uuid.UUID, webhook_id: uuid.UUID) -> uuid.UUID:
-    """Publish a webhook.test event addressed to this one webhook, and its delivery, in one transaction."""
+    """Publish a webhook.test event and its one delivery, to this webhook only, in one transaction: the
+    event is marked fanned out at once, so no other webhook subscribed to system events gets it."""
     webhook = await services.get_webhook(org_id, webhook_id)
     payload = {"message": "This is a test event from InTime Integrations.", "webhook_id": str(webhook.id)}
     async with db.connection() as conn, conn.transaction():
         event_id = await conn.fetchval(
-            "SELECT publish_event('webhook.test', NULL, $1::jsonb, NULL, $2::jsonb, $3)",
+            "SELECT publish_event('webhook.test', NULL, $1::jsonb, NULL, '{}'::jsonb, $2)",
             json.dumps(payload),
-            json.dumps({"target_webhook_id": str(webhook.id)}),
             org_id,
         )
         delivery_id = await conn.fetchval(
@@ -188,12 +188,28 @@ async def run_bulk(job_id: str) -> None:
     async with db.connection() as conn:
         job = await conn.fetchrow(
             "UPDATE jobs SET status = 'running' WHERE id = $1 AND status IN ('queued', 'running') "
-            "RETURNING id, org_id, kind, params::text AS params, created_by",
+            "RETURNING id, org_id, kind, params::text AS params, created_by, created_at",
             uuid.UUID(job_id),
         )
     if job is None:
         return
+    try:
+        await _work_through(job)
+    except Exception:
+        # Leave a visible end, not a progress bar that polls for ever; the admin can start it again.
+        async with db.connection() as conn:
+            await conn.execute("UPDATE jobs SET status = 'failed', finished_at = now() WHERE id = $1", job["id"])
+        raise
+    async with db.connection() as conn:
+        await conn.execute("UPDATE jobs SET status = 'done', finished_at = now() WHERE id = $1", job["id"])
+
+
+async def _work_through(job) -> None:
     dlq_filter = DlqFilter.from_params(json.loads(job["params"]))
+    # Only what was in the DLQ when the job began: an item retried here that fails again re-enters the
+    # DLQ with a later time, and must not be retried again by this same job.
+    if dlq_filter.until is None or dlq_filter.until > job["created_at"]:
+        dlq_filter.until = job["created_at"]
     where, args = dlq_filter.where(job["org_id"])
     # Items a retry cannot take (their webhook is disabled or deleted) stay in the DLQ and would match
     # again: they are counted as errors once and stepped past.
@@ -229,5 +245,3 @@ async def run_bulk(job_id: str) -> None:
             )
         if job["kind"] == "dlq_retry":
             await queue.asend_many("deliver_webhook", [(str(i),) for i in done])
-    async with db.connection() as conn:
-        await conn.execute("UPDATE jobs SET status = 'done', finished_at = now() WHERE id = $1", job["id"])

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import FormMultiDict
-from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.exceptions import ClientException, NotFoundException
 from litestar.params import FromPath, FromQuery
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Redirect, Template
 
 from app.accounts.auth import admin_only, principal_of
+from app.core.urls import local_path
 from app.webhooks import operations, patterns, queries, retry, services
 from app.webhooks.operations import DlqFilter
-from app.webhooks.tables import DlqReason, Webhook
+from app.webhooks.tables import DeliveryStatus, DlqReason, Webhook
 
 HX_STOP_POLLING = 286
 POLICY_FIELDS = ("strategy", "base_delay_ms", "max_delay_ms", "max_retries", "jitter")
@@ -65,7 +66,7 @@ def _form_values(webhook: Webhook | None = None, data: dict[str, Any] | None = N
             "headers_text": "",
             "retry_policy": None,
         }
-    headers = json.loads(webhook.headers) if isinstance(webhook.headers, str) else webhook.headers or {}
+    headers = services.shown_headers(webhook)  # credentials masked; a masked value sent back is kept
     policy = json.loads(webhook.retry_policy) if isinstance(webhook.retry_policy, str) else webhook.retry_policy
     return {
         "name": webhook.name,
@@ -153,7 +154,9 @@ class WebhookPages(Controller):
     ) -> Template:
         principal = principal_of(request)
         webhook = await _webhook_or_404(principal, webhook_id)
-        page = await queries.list_deliveries(principal.org_id, webhook.id, status=status or None, limit=50)
+        if status not in {s.value for s in DeliveryStatus}:
+            status = None  # an unknown filter shows everything rather than an error page
+        page = await queries.list_deliveries(principal.org_id, webhook.id, status=status, limit=50)
         policy = services.effective_policy(webhook.retry_policy, await services.org_policy(principal.org_id))
         context = {
             "webhook": webhook,
@@ -194,7 +197,7 @@ class WebhookPages(Controller):
         webhook = await _webhook_or_404(principal, webhook_id)
         form = await request.form()
         await services.set_enabled(principal.org_id, webhook.id, form.get("enabled") == "true")
-        return Redirect(path=str(form.get("back") or request.app.route_reverse("webhooks:list")))
+        return Redirect(path=local_path(str(form.get("back", "")), request.app.route_reverse("webhooks:list")))
 
     @post("/{webhook_id:uuid}/delete", name="webhooks:delete", guards=[admin_only])
     async def remove(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> Redirect:
@@ -239,16 +242,18 @@ class DeliveryPages(Controller):
                 context={"message": message, "ok": ok},
                 status_code=200 if ok else 409,
             )
-        return Redirect(path=str(form.get("back") or request.app.route_reverse("dlq:list")))
+        return Redirect(path=local_path(str(form.get("back", "")), request.app.route_reverse("dlq:list")))
 
 
 def _parse_time(raw: str | None) -> datetime | None:
     if not raw:
         return None
     try:
-        return datetime.fromisoformat(raw).astimezone()
+        parsed = datetime.fromisoformat(raw)
     except ValueError:
         return None
+    # The page's datetime-local fields carry no zone: they are labelled, and read, as UTC.
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class RetryConfigPage(Controller):
@@ -355,7 +360,7 @@ class DlqPages(Controller):
         form = await request.form()
         kind = {"retry": "dlq_retry", "clear": "dlq_clear"}.get(str(form.get("action")))
         if kind is None:
-            raise PermissionDeniedException("Unknown bulk action.")
+            raise ClientException("Unknown bulk action: choose retry or clear.")
         dlq_filter = _page_filter(
             *(str(form.get(k, "")) or None for k in ("webhook_id", "event_type", "reason", "since", "until"))
         )

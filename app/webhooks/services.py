@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,18 +38,6 @@ class NotFound(LookupError):
     pass
 
 
-@dataclass
-class WebhookData:
-    name: str
-    url: str
-    event_patterns: list[str]
-    description: str = ""
-    enabled: bool = True
-    timeout_seconds: int = 15
-    headers: dict[str, str] | None = None
-    retry_policy: retry.Policy | None = None
-
-
 def _secret_context(webhook_id: uuid.UUID) -> str:
     return f"webhook:{webhook_id}"
 
@@ -59,7 +46,24 @@ async def catalog_domains() -> dict[str, str]:
     return {name: row["domain"] for name, row in (await events.known_types()).items()}
 
 
-def _check_headers(raw: Any, errors: dict[str, str]) -> dict[str, str]:
+HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e\t]{0,2000}$")
+SENSITIVE_WORDS = ("auth", "token", "secret", "key", "password", "cookie", "signature", "session", "credential")
+MASK = "••••"
+
+
+def is_sensitive(header_name: str) -> bool:
+    return any(word in header_name.lower() for word in SENSITIVE_WORDS)
+
+
+def mask_value(name: str, value: str) -> str:
+    """What pages, the API and delivery logs show of a custom header: credentials masked."""
+    if not is_sensitive(name):
+        return value
+    return MASK + value[-4:] if len(value) > 12 else MASK
+
+
+def _check_headers(raw: Any, errors: dict[str, str], current: dict[str, str]) -> dict[str, str]:
+    """Custom headers; a value sent back exactly as we showed it masked keeps the stored value."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -74,14 +78,50 @@ def _check_headers(raw: Any, errors: dict[str, str]) -> dict[str, str]:
             errors["headers"] = f"{name!r} is not a valid header name"
         elif lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_PREFIXES):
             errors["headers"] = f"{name} is set by InTime and cannot be overridden"
-        elif not isinstance(value, str) or len(value) > 2000 or any(c in value for c in "\r\n\0"):
-            errors["headers"] = f"the value of {name} must be text of at most 2000 characters on one line"
+        elif isinstance(value, str) and name in current and value == mask_value(name, current[name]):
+            headers[str(name)] = current[name]  # sent back as we showed it: keep the stored value
+        elif not isinstance(value, str) or not HEADER_VALUE_RE.match(value):
+            errors["headers"] = (
+                f"the value of {name} must be printable ASCII text of at most 2000 characters on one line"
+            )
         else:
             headers[str(name)] = value
     return headers
 
 
-async def validate(data: dict[str, Any], *, partial: bool = False, current: Webhook | None = None) -> dict:
+def _text(
+    data: dict[str, Any], field: str, errors: dict[str, str], message: str, *, limit: int, required: bool = True
+) -> str | None:
+    """A text field: a string, within its length, without NUL or other control characters."""
+    value = data.get(field)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit:
+        errors[field] = message
+        return None
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+        errors[field] = "contains control characters"
+        return None
+    return value.strip()
+
+
+def seal_headers(webhook_id: uuid.UUID, headers: dict[str, str]) -> str:
+    """Custom headers often carry credentials: every value is sealed at rest, like the secret."""
+    ring = get_keyring()
+    return json.dumps({name: ring.seal(value, f"webhook:{webhook_id}:header") for name, value in headers.items()})
+
+
+def open_headers(webhook_id: uuid.UUID, stored: Any) -> dict[str, str]:
+    data = json.loads(stored) if isinstance(stored, str) else stored or {}
+    ring = get_keyring()
+    return {name: ring.open(value, f"webhook:{webhook_id}:header") for name, value in data.items()}
+
+
+def shown_headers(webhook: Webhook) -> dict[str, str]:
+    return {name: mask_value(name, value) for name, value in open_headers(webhook.id, webhook.headers).items()}
+
+
+async def validate(data: dict[str, Any], *, partial: bool = False, current_webhook: Webhook | None = None) -> dict:
     """Check API or form input; return the columns to write. With `partial`, absent fields stay."""
     errors: dict[str, str] = {}
     out: dict[str, Any] = {}
@@ -90,26 +130,20 @@ async def validate(data: dict[str, Any], *, partial: bool = False, current: Webh
         return field in data or not partial
 
     if present("name"):
-        name = data.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name.strip()) > 100:
-            errors["name"] = "Give the webhook a name of 1-100 characters."
-        else:
-            out["name"] = name.strip()
+        name = _text(data, "name", errors, "Give the webhook a name of 1-100 characters.", limit=100)
+        if name is not None:
+            out["name"] = name
     if present("url"):
-        url = data.get("url")
-        if not isinstance(url, str) or not url.strip():
-            errors["url"] = "Enter the URL that should receive the events."
-        else:
+        url = _text(data, "url", errors, "Enter the URL that should receive the events.", limit=4096)
+        if url is not None:
             try:
-                out["url"] = await check_url(url.strip())
+                out["url"] = await check_url(url)
             except OutboundRefused as refused:
                 errors["url"] = str(refused)
     if "description" in data:
-        description = data.get("description") or ""
-        if not isinstance(description, str) or len(description) > 2000:
-            errors["description"] = "At most 2000 characters."
-        else:
-            out["description"] = description.strip()
+        description = _text(data, "description", errors, "At most 2000 characters.", limit=2000, required=False)
+        if description is not None:
+            out["description"] = description
     if present("event_patterns"):
         raw = data.get("event_patterns")
         if isinstance(raw, str):
@@ -135,7 +169,8 @@ async def validate(data: dict[str, Any], *, partial: bool = False, current: Webh
         else:
             out["timeout_seconds"] = timeout
     if "headers" in data:
-        out["headers"] = json.dumps(_check_headers(data["headers"], errors))
+        current = open_headers(current_webhook.id, current_webhook.headers) if current_webhook else {}
+        out["headers"] = _check_headers(data["headers"], errors, current)
     if "retry_policy" in data:
         if data["retry_policy"] is None:
             out["retry_policy"] = None
@@ -160,6 +195,7 @@ async def create_webhook(org_id: uuid.UUID, data: dict[str, Any]) -> tuple[Webho
     """Returns the row and the new secret, which is shown this once."""
     columns = await validate(data)
     webhook_id = uuid.uuid4()
+    columns["headers"] = seal_headers(webhook_id, columns.get("headers", {}))
     secret = signing.generate_secret()
     webhook = Webhook(
         id=webhook_id, org=org_id, secret=get_keyring().seal(secret, _secret_context(webhook_id)), **columns
@@ -183,13 +219,24 @@ async def get_webhook(org_id: uuid.UUID, webhook_id: uuid.UUID | str) -> Webhook
     return webhook
 
 
-async def list_webhooks(org_id: uuid.UUID) -> list[Webhook]:
-    return await Webhook.objects().where((Webhook.org == org_id) & Webhook.deleted_at.is_null()).order_by(Webhook.name)
+async def list_webhooks(
+    org_id: uuid.UUID, *, after: tuple[datetime, uuid.UUID] | None = None, limit: int | None = None
+) -> list[Webhook]:
+    """Pages list them by name; the API pages through them in creation order (keyset, `after`)."""
+    query = Webhook.objects().where((Webhook.org == org_id) & Webhook.deleted_at.is_null())
+    if limit is None:
+        return await query.order_by(Webhook.name)
+    if after is not None:
+        at, last_id = after
+        query = query.where((Webhook.created_at > at) | ((Webhook.created_at == at) & (Webhook.id > last_id)))
+    return await query.order_by(Webhook.created_at).order_by(Webhook.id).limit(limit)
 
 
 async def update_webhook(org_id: uuid.UUID, webhook_id: uuid.UUID, data: dict[str, Any]) -> Webhook:
     webhook = await get_webhook(org_id, webhook_id)
-    columns = await validate(data, partial=True, current=webhook)
+    columns = await validate(data, partial=True, current_webhook=webhook)
+    if "headers" in columns:
+        columns["headers"] = seal_headers(webhook.id, columns["headers"])
     enabled = columns.pop("enabled", None)
     if columns:
         columns["updated_at"] = datetime.now(UTC)

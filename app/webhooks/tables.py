@@ -99,6 +99,9 @@ class WebhookDelivery(Table, tablename="webhook_deliveries"):
     next_trigger = Varchar(length=16, default=Trigger.scheduled)
     next_attempt_at = Timestamptz(null=True, default=None)
     lease_expires_at = Timestamptz(null=True, default=None)
+    # When the scheduler's sweep last re-enqueued it (its message looked lost); kept apart from
+    # next_attempt_at so that the schedule itself never moves.
+    requeued_at = Timestamptz(null=True, default=None)
     last_status_code = Integer(null=True, default=None)
     last_error = Text(null=True, default=None)
     dlq_reason = Varchar(length=32, null=True, default=None)
