@@ -3,38 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 
 from app.core import heartbeat
-from tests.conftest import ROOT
 from tests.factories import sign_in
 
 
-@pytest.fixture
-def worker():
-    """A real `dramatiq tasks` worker process on the test Redis and database, as production runs it."""
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dramatiq"), "tasks", "--processes", "1", "--threads", "2"],
-        cwd=ROOT,
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    yield process
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-async def test_scheduler_tick_reaches_a_worker_and_the_overview_shows_both(client, factory, worker):
+async def test_scheduler_tick_reaches_a_worker_and_the_overview_shows_both(client, factory, worker_process):
     from tasks.scheduler import Scheduler
 
     before = await heartbeat.last_seen()

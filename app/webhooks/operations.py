@@ -60,10 +60,9 @@ RETURNING d.id
 
 
 async def replay(org_id: uuid.UUID, delivery_id: uuid.UUID | str, *, only_dlq: bool = False) -> uuid.UUID:
-    try:
-        key = uuid.UUID(str(delivery_id))
-    except ValueError:
-        raise services.NotFound("No such delivery.") from None
+    key = services.as_uuid(delivery_id)
+    if key is None:
+        raise services.NotFound("No such delivery.")
     statuses = ["dlq"] if only_dlq else ["success", "failed", "dlq", "pending"]
     async with db.connection() as conn:
         done = await conn.fetchval(REPLAY_SQL, [key], org_id, statuses)
@@ -88,10 +87,9 @@ async def replay(org_id: uuid.UUID, delivery_id: uuid.UUID | str, *, only_dlq: b
 
 
 async def clear(org_id: uuid.UUID, delivery_id: uuid.UUID | str, user_id: uuid.UUID | None) -> None:
-    try:
-        key = uuid.UUID(str(delivery_id))
-    except ValueError:
-        raise services.NotFound("No such delivery.") from None
+    key = services.as_uuid(delivery_id)
+    if key is None:
+        raise services.NotFound("No such delivery.")
     async with db.connection() as conn:
         done = await conn.fetchval(
             "UPDATE webhook_deliveries SET cleared_at = now(), cleared_by = $3, updated_at = now() "

@@ -12,6 +12,7 @@ from typing import Any
 
 from app.core import db
 from app.webhooks.operations import DlqFilter
+from app.webhooks.services import as_uuid
 from app.webhooks.tables import DeliveryStatus
 
 MAX_LIMIT = 200
@@ -110,9 +111,8 @@ async def list_dlq(
 
 
 async def get_delivery(org_id: uuid.UUID, delivery_id: uuid.UUID | str) -> dict[str, Any] | None:
-    try:
-        key = uuid.UUID(str(delivery_id))
-    except ValueError:
+    key = as_uuid(delivery_id)
+    if key is None:
         return None
     async with db.connection() as conn:
         row = await conn.fetchrow(
@@ -146,9 +146,8 @@ async def get_delivery(org_id: uuid.UUID, delivery_id: uuid.UUID | str) -> dict[
 
 
 async def get_job(org_id: uuid.UUID, job_id: uuid.UUID | str) -> dict[str, Any] | None:
-    try:
-        key = uuid.UUID(str(job_id))
-    except ValueError:
+    key = as_uuid(job_id)
+    if key is None:
         return None
     async with db.connection() as conn:
         row = await conn.fetchrow(

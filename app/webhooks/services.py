@@ -38,6 +38,14 @@ class NotFound(LookupError):
     pass
 
 
+def as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
+    """An id from a URL or a body, or None when it is not a UUID (so the caller answers 404 or 422)."""
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 def _secret_context(webhook_id: uuid.UUID) -> str:
     return f"webhook:{webhook_id}"
 
@@ -205,10 +213,9 @@ async def create_webhook(org_id: uuid.UUID, data: dict[str, Any]) -> tuple[Webho
 
 
 async def get_webhook(org_id: uuid.UUID, webhook_id: uuid.UUID | str) -> Webhook:
-    try:
-        key = uuid.UUID(str(webhook_id))
-    except ValueError:
-        raise NotFound("No such webhook.") from None
+    key = as_uuid(webhook_id)
+    if key is None:
+        raise NotFound("No such webhook.")
     webhook = (
         await Webhook.objects()
         .where((Webhook.id == key) & (Webhook.org == org_id) & Webhook.deleted_at.is_null())
