@@ -121,6 +121,32 @@ async def seed(_: argparse.Namespace) -> str:
     return ""
 
 
+async def seed_deliveries(args: argparse.Namespace) -> str:
+    import uuid
+
+    from app.webhooks import seed as seeding
+
+    try:
+        webhook_id = uuid.UUID(args.webhook)
+    except ValueError:
+        _fail(f"--webhook {args.webhook!r} is not a webhook id")
+    if not 1 <= args.count <= 50_000_000:
+        _fail("--count is between 1 and 50,000,000")
+    try:
+        return str(await seeding.seed_deliveries(webhook_id, args.count, days=args.days))
+    except ValueError as error:
+        _fail(str(error))
+    return ""
+
+
+async def stats_rebuild(args: argparse.Namespace) -> str:
+    import uuid
+
+    from app.webhooks import seed as seeding
+
+    return str(await seeding.rebuild_stats(uuid.UUID(args.webhook)))
+
+
 def services_cmd(args: argparse.Namespace) -> str:
     from app.core import embedded
     from app.core.settings import ROOT
@@ -186,7 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_parser("sync", help="load catalog.toml into the database").set_defaults(run=catalog_sync)
 
     sub.add_parser("migrate", help="run every migration and sync the catalog").set_defaults(run=migrate)
-    sub.add_parser("seed", help="create the demo organisation and users (idempotent)").set_defaults(run=seed)
+    seed_parser = sub.add_parser("seed", help="create the demo organisation and users (idempotent)")
+    seed_parser.set_defaults(run=seed)
+    seed_sub = seed_parser.add_subparsers(dest="what")
+    p = seed_sub.add_parser(
+        "deliveries", help="synthetic delivery history for a webhook (load tests); prints the count"
+    )
+    p.add_argument("--webhook", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--days", type=float, default=7.0)
+    p.set_defaults(run=seed_deliveries)
+
+    stats_parser = sub.add_parser("stats", help="delivery statistics").add_subparsers(dest="action", required=True)
+    p = stats_parser.add_parser("rebuild", help="recompute a webhook's hourly stats from its attempts")
+    p.add_argument("--webhook", required=True)
+    p.set_defaults(run=stats_rebuild)
 
     p = sub.add_parser("services", help="the embedded PostgreSQL and Redis under .data/")
     p.add_argument("action", choices=["up", "down", "status"])

@@ -88,7 +88,7 @@ async def test_bulk_clear_from_the_page_shows_a_progress_bar_that_stops_polling(
     job = await Job.objects().first()
 
     async def finished():
-        response = await client.get(f"{BASE}/dlq/jobs/{job.id}", headers={"HX-Request": "true"})
+        response = await client.get(f"{BASE}/jobs/{job.id}", headers={"HX-Request": "true"})
         return response if response.status_code == 286 else None
 
     final = await wait_until(finished)

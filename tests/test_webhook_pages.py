@@ -234,5 +234,5 @@ async def test_dlq_page_actions_on_another_organisations_items_are_not_found(cli
     await sign_in(client, await factory.user())
     assert (await client.post(f"{BASE}/deliveries/{delivery_id}/replay", data=form(client))).status_code == 404
     assert (await client.post(f"{BASE}/dlq/{delivery_id}/clear", data=form(client))).status_code == 404
-    assert (await client.get(f"{BASE}/dlq/jobs/{job_id}")).status_code == 404
+    assert (await client.get(f"{BASE}/jobs/{job_id}")).status_code == 404
     assert 'data-testid="dlq-row"' not in (await client.get(f"{BASE}/dlq")).text

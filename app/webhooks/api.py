@@ -13,7 +13,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts.auth import principal_of
 from app.core.problems import Problem
-from app.webhooks import operations, queries, retry, services, signing
+from app.webhooks import operations, queries, retry, services, signing, stats
 from app.webhooks.operations import DlqFilter
 from app.webhooks.tables import DlqReason, Webhook
 
@@ -141,6 +141,13 @@ class WebhooksApi(Controller):
             "hint": signing.mask(secret),
         }
 
+    @get("/{webhook_id:str}/stats", opt=READ, summary="Attempts, success rate and latency, in total and per hour")
+    async def stats(
+        self, request: Request, webhook_id: FromPath[str], window: FromQuery[str] = "24h"
+    ) -> dict[str, Any]:
+        """p50 / p95 are estimated from a latency histogram (buckets from 10 ms to 60 s)."""
+        return await _stats(await _webhook(request, webhook_id), window)
+
     @get("/{webhook_id:str}/deliveries", opt=READ, summary="A webhook's deliveries, newest first")
     async def deliveries(
         self,
@@ -152,7 +159,9 @@ class WebhooksApi(Controller):
         until: FromQuery[datetime | None] = None,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
+        q: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
+        """Filters: status, event_type, since, until; `q` finds a delivery or event by its id."""
         webhook = await _webhook(request, webhook_id)
         return _page(
             await _query(
@@ -165,9 +174,31 @@ class WebhooksApi(Controller):
                     until=until,
                     limit=limit,
                     cursor=cursor,
+                    search=q,
                 )
             )
         )
+
+
+async def _stats(webhook: Webhook, window: str) -> dict[str, Any]:
+    hours = {"24h": 24, "7d": 168}.get(window)
+    if hours is None:
+        raise Problem(422, "window is 24h or 7d.", [{"field": "window", "message": "24h or 7d"}])
+    totals, series = await stats.load(webhook.id, hours)
+    return {
+        "window": window,
+        "deliveries": totals.deliveries,
+        "attempts": totals.attempts,
+        "successes": totals.successes,
+        "failures": totals.failures,
+        "success_rate": totals.success_rate,
+        "p50_ms": totals.p50_ms,
+        "p95_ms": totals.p95_ms,
+        "hourly": [
+            {"hour": h.hour, "successes": h.successes, "failures": h.failures, "p50_ms": h.p50_ms, "p95_ms": h.p95_ms}
+            for h in series
+        ],
+    }
 
 
 async def _webhook(request: Request, webhook_id: str) -> Webhook:

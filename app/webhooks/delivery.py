@@ -23,7 +23,7 @@ import httpx
 
 from app import __version__
 from app.core import db, outbound
-from app.webhooks import schedule, services, signing
+from app.webhooks import schedule, services, signing, stats
 from app.webhooks.tables import DlqReason
 
 log = logging.getLogger("intime.delivery")
@@ -229,6 +229,14 @@ async def record(row, sent: Sent, shown_headers: dict[str, str], started_at: dat
             sent.error_class,
             sent.error_message,
             outcome,
+        )
+        await stats.record_attempt(
+            conn,
+            row["webhook_id"],
+            started_at,
+            success=outcome == "success",
+            first=fence == 1,
+            duration_ms=sent.duration_ms if status is not None else None,
         )
         last_error = sent.error_message if status is None else f"HTTP {status}"
         if outcome == "success":

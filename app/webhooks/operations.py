@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.core import db, queue
@@ -118,6 +118,7 @@ class DlqFilter:
     since: datetime | None = None
     until: datetime | None = None
     include_cleared: bool = False
+    order_column = "d.dlq_at"
 
     def where(self, org_id: uuid.UUID) -> tuple[str, list[Any]]:
         clauses: list[str] = ["d.org_id = $1", "d.status = 'dlq'"]
@@ -160,9 +161,44 @@ class DlqFilter:
         )
 
 
-async def start_bulk(org_id: uuid.UUID, kind: str, dlq_filter: DlqFilter, user_id: uuid.UUID | None) -> uuid.UUID:
-    """Queue a bulk retry or clear of everything the filter matches; progress is read from the job row."""
-    assert kind in ("dlq_retry", "dlq_clear")
+@dataclass
+class FailedSince:
+    """A webhook's deliveries that failed (retrying or dead-lettered) since a time: "Replay all failed"."""
+
+    webhook_id: uuid.UUID
+    since: datetime
+    until: datetime | None = None
+    order_column = "d.created_at"
+
+    def where(self, org_id: uuid.UUID) -> tuple[str, list[Any]]:
+        clauses = ["d.org_id = $1", "d.webhook_id = $2", "d.status IN ('failed', 'dlq')", "d.created_at >= $3"]
+        args: list[Any] = [org_id, self.webhook_id, self.since]
+        if self.until is not None:
+            args.append(self.until)
+            clauses.append(f"d.created_at < ${len(args)}")
+        return " AND ".join(clauses), args
+
+    def as_params(self) -> dict[str, Any]:
+        return {"webhook_id": str(self.webhook_id), "since": self.since.isoformat()}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> FailedSince:
+        return cls(webhook_id=uuid.UUID(params["webhook_id"]), since=datetime.fromisoformat(params["since"]))
+
+
+# kind -> (its filter, the statuses a replay takes, or None for clearing)
+BULK_KINDS: dict[str, tuple[Any, list[str] | None]] = {
+    "dlq_retry": (DlqFilter, ["dlq"]),
+    "dlq_clear": (DlqFilter, None),
+    "replay_failed": (FailedSince, ["failed", "dlq"]),
+}
+
+
+async def start_bulk(
+    org_id: uuid.UUID, kind: str, dlq_filter: DlqFilter | FailedSince, user_id: uuid.UUID | None
+) -> uuid.UUID:
+    """Queue a bulk job over everything the filter matches; progress is read from the job row."""
+    assert kind in BULK_KINDS
     where, args = dlq_filter.where(org_id)
     async with db.connection() as conn:
         total = await conn.fetchval(f"SELECT count(*) FROM webhook_deliveries d WHERE {where}", *args)  # noqa: S608
@@ -203,43 +239,45 @@ async def run_bulk(job_id: str) -> None:
 
 
 async def _work_through(job) -> None:
-    dlq_filter = DlqFilter.from_params(json.loads(job["params"]))
-    # Only what was in the DLQ when the job began: an item retried here that fails again re-enters the
-    # DLQ with a later time, and must not be retried again by this same job.
-    if dlq_filter.until is None or dlq_filter.until > job["created_at"]:
-        dlq_filter.until = job["created_at"]
-    where, args = dlq_filter.where(job["org_id"])
-    # Items a retry cannot take (their webhook is disabled or deleted) stay in the DLQ and would match
-    # again: they are counted as errors once and stepped past.
-    skipped: list[uuid.UUID] = []
+    filter_class, replay_statuses = BULK_KINDS[job["kind"]]
+    selection = filter_class.from_params(json.loads(job["params"]))
+    # Only what matched when the job began: a delivery retried here that fails again (re-entering the
+    # DLQ later) is not this job's business again. The walk is a keyset over (time, id), so each
+    # delivery is visited once, also those a retry cannot take (webhook disabled or deleted).
+    if selection.until is None or selection.until > job["created_at"]:
+        selection.until = job["created_at"]
+    where, args = selection.where(job["org_id"])
+    column = filter_class.order_column
+    n = len(args)
     select = (
-        f"SELECT d.id FROM webhook_deliveries d WHERE {where} AND NOT (d.id = ANY(${len(args) + 1})) "  # noqa: S608
-        f"ORDER BY d.dlq_at LIMIT {BULK_BATCH} FOR UPDATE SKIP LOCKED"
+        f"SELECT d.id, {column} AS at FROM webhook_deliveries d WHERE {where} "  # noqa: S608
+        f"AND ({column}, d.id) > (${n + 1}, ${n + 2}) ORDER BY {column}, d.id LIMIT {BULK_BATCH}"
     )
+    after: tuple[datetime, uuid.UUID] = (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))
     while True:
         async with db.connection() as conn, conn.transaction():
-            ids = [row["id"] for row in await conn.fetch(select, *args, skipped)]
-            if not ids:
+            rows = await conn.fetch(select, *args, *after)
+            if not rows:
                 break
-            if job["kind"] == "dlq_retry":
-                done = [row["id"] for row in await conn.fetch(REPLAY_SQL, ids, job["org_id"], ["dlq"])]
+            ids = [row["id"] for row in rows]
+            after = (rows[-1]["at"], rows[-1]["id"])
+            if replay_statuses is not None:
+                done = [row["id"] for row in await conn.fetch(REPLAY_SQL, ids, job["org_id"], replay_statuses)]
             else:
                 done = [
                     row["id"]
                     for row in await conn.fetch(
                         "UPDATE webhook_deliveries SET cleared_at = now(), cleared_by = $2, updated_at = now() "
-                        "WHERE id = ANY($1) RETURNING id",
+                        "WHERE id = ANY($1) AND status = 'dlq' AND cleared_at IS NULL RETURNING id",
                         ids,
                         job["created_by"],
                     )
                 ]
-            missed = [i for i in ids if i not in set(done)]
-            skipped.extend(missed)
             await conn.execute(
                 "UPDATE jobs SET processed = processed + $2, errors = errors + $3 WHERE id = $1",
                 job["id"],
                 len(ids),
-                len(missed),
+                len(ids) - len(done),
             )
-        if job["kind"] == "dlq_retry":
+        if replay_statuses is not None:
             await queue.asend_many("deliver_webhook", [(str(i),) for i in done])

@@ -17,8 +17,9 @@ from litestar.response import Redirect, Template
 from app.accounts.auth import admin_only, principal_of
 from app.core.urls import local_path
 from app.webhooks import operations, patterns, queries, retry, services
+from app.webhooks.debugger import DebuggerPages
 from app.webhooks.operations import DlqFilter
-from app.webhooks.tables import DeliveryStatus, DlqReason, Webhook
+from app.webhooks.tables import DlqReason, Webhook
 
 HX_STOP_POLLING = 286
 POLICY_FIELDS = ("strategy", "base_delay_ms", "max_delay_ms", "max_retries", "jitter")
@@ -148,27 +149,6 @@ class WebhookPages(Controller):
         matched = _matched(str(form.get("event_patterns", "")), await services.catalog_domains())
         return HTMXTemplate(template_name="webhooks/partials/pattern_preview.html", context={"matched": matched})
 
-    @get("/{webhook_id:uuid}", name="webhooks:detail")
-    async def detail(
-        self, request: HTMXRequest, webhook_id: FromPath[uuid.UUID], status: FromQuery[str | None] = None
-    ) -> Template:
-        principal = principal_of(request)
-        webhook = await _webhook_or_404(principal, webhook_id)
-        if status not in {s.value for s in DeliveryStatus}:
-            status = None  # an unknown filter shows everything rather than an error page
-        page = await queries.list_deliveries(principal.org_id, webhook.id, status=status, limit=50)
-        policy = services.effective_policy(webhook.retry_policy, await services.org_policy(principal.org_id))
-        context = {
-            "webhook": webhook,
-            "deliveries": page.items,
-            "status": status or "",
-            "policy": policy,
-            "policy_is_override": webhook.retry_policy not in (None, "null"),
-        }
-        if request.htmx and request.htmx.target == "deliveries":
-            return HTMXTemplate(template_name="webhooks/partials/deliveries.html", context=context)
-        return Template("webhooks/detail.html", context=context)
-
     @get("/{webhook_id:uuid}/edit", name="webhooks:edit", guards=[admin_only])
     async def edit_page(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> Template:
         principal = principal_of(request)
@@ -236,6 +216,13 @@ class DeliveryPages(Controller):
             raise NotFoundException(str(error)) from None
         except operations.Conflict as error:
             message, ok = str(error), False
+        if request.htmx and form.get("row") and ok:
+            # In the history table the row itself is the answer: it turns to pending in place.
+            found = await queries.get_delivery(principal.org_id, delivery_id)
+            return HTMXTemplate(
+                template_name="webhooks/partials/delivery_row.html",
+                context={"d": found, "webhook_id": found["webhook_id"] if found else None},
+            )
         if request.htmx:
             return HTMXTemplate(
                 template_name="webhooks/partials/flash.html",
@@ -368,17 +355,6 @@ class DlqPages(Controller):
         job = await queries.get_job(principal.org_id, job_id)
         return HTMXTemplate(template_name="webhooks/partials/job_progress.html", context={"job": job})
 
-    @get("/jobs/{job_id:uuid}", name="dlq:job")
-    async def job(self, request: HTMXRequest, job_id: FromPath[uuid.UUID]) -> Response:
-        job = await queries.get_job(principal_of(request).org_id, job_id)
-        if job is None:
-            raise NotFoundException("No such job.")
-        # Finished, the widget renders without its polling trigger and answers 286, htmx's "stop polling".
-        status = HX_STOP_POLLING if job["status"] == "done" else 200
-        return HTMXTemplate(
-            template_name="webhooks/partials/job_progress.html", context={"job": job}, status_code=status
-        )
-
 
 def _page_filter(webhook_id, event_type, reason, since, until) -> DlqFilter:
     try:
@@ -394,4 +370,20 @@ def _page_filter(webhook_id, event_type, reason, since, until) -> DlqFilter:
     )
 
 
-ROUTES = [WebhookPages, DeliveryPages, RetryConfigPage, DlqPages]
+class JobPages(Controller):
+    path = "/jobs"
+    include_in_schema = False
+
+    @get("/{job_id:uuid}", name="jobs:progress")
+    async def job(self, request: HTMXRequest, job_id: FromPath[uuid.UUID]) -> Response:
+        job = await queries.get_job(principal_of(request).org_id, job_id)
+        if job is None:
+            raise NotFoundException("No such job.")
+        # Finished, the widget renders without its polling trigger and answers 286, htmx's "stop polling".
+        status = HX_STOP_POLLING if job["status"] in ("done", "failed") else 200
+        return HTMXTemplate(
+            template_name="webhooks/partials/job_progress.html", context={"job": job}, status_code=status
+        )
+
+
+ROUTES = [WebhookPages, DebuggerPages, DeliveryPages, RetryConfigPage, DlqPages, JobPages]

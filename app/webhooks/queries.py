@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from app.core import db
+from app.webhooks.delivery import build_body
 from app.webhooks.operations import DlqFilter
 from app.webhooks.services import as_uuid
 from app.webhooks.tables import DeliveryStatus
@@ -86,7 +87,9 @@ async def list_deliveries(
     until: datetime | None = None,
     limit: int | None = None,
     cursor: str | None = None,
+    search: str | None = None,
 ) -> Page:
+    """A webhook's deliveries, newest first. `search` is a delivery id or an event id."""
     if status is not None and status not in {s.value for s in DeliveryStatus}:
         raise BadQuery("status", f"status is one of {', '.join(s.value for s in DeliveryStatus)}.")
     clauses: list[str] = ["d.org_id = $1", "d.webhook_id = $2"]
@@ -100,7 +103,21 @@ async def list_deliveries(
         if value is not None:
             args.append(value)
             clauses.append(f"{clause}${len(args)}")
+    if search:
+        key = as_uuid(search.strip())
+        if key is None:
+            raise BadQuery("search", "Search by a delivery id or an event id (a UUID).")
+        args.append(key)
+        clauses.append(f"(d.id = ${len(args)} OR d.event_id = ${len(args)})")
     return await _page(" AND ".join(clauses), args, "d.created_at", check_limit(limit), cursor)
+
+
+async def next_retry(webhook_id: uuid.UUID):
+    async with db.connection() as conn:
+        return await conn.fetchval(
+            "SELECT min(next_attempt_at) FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'failed'",
+            webhook_id,
+        )
 
 
 async def list_dlq(
@@ -116,7 +133,8 @@ async def get_delivery(org_id: uuid.UUID, delivery_id: uuid.UUID | str) -> dict[
         return None
     async with db.connection() as conn:
         row = await conn.fetchrow(
-            f"SELECT {DELIVERY_COLUMNS}, e.payload::text AS payload, e.metadata::text AS metadata "  # noqa: S608
+            f"SELECT {DELIVERY_COLUMNS}, e.payload::text AS payload, e.metadata::text AS metadata, "  # noqa: S608
+            "e.aggregate_id, e.created_at AS event_at, d.org_id "
             "FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id "
             "WHERE d.id = $1 AND d.org_id = $2",
             key,
@@ -132,6 +150,8 @@ async def get_delivery(org_id: uuid.UUID, delivery_id: uuid.UUID | str) -> dict[
             key,
         )
     delivery = dict(row)
+    # The exact bytes every attempt sent (they are the same on each): what "Copy as curl" reproduces.
+    delivery["request_body"] = build_body(row).decode()
     delivery["payload"] = json.loads(delivery["payload"])
     delivery["metadata"] = json.loads(delivery["metadata"])
     delivery["attempts"] = [

@@ -12,7 +12,7 @@ import uuid
 from datetime import timedelta
 
 from app.core import db
-from app.webhooks import retry, services
+from app.webhooks import retry, services, stats
 from app.webhooks.tables import DlqReason
 
 SWEEP_GRACE = timedelta(seconds=10)
@@ -133,6 +133,14 @@ async def sweep(grace: timedelta = SWEEP_GRACE) -> list[tuple[uuid.UUID, int | N
                 row["next_trigger"],
                 row["updated_at"],
                 row["url"],
+            )
+            await stats.record_attempt(
+                conn,
+                row["webhook_id"],
+                row["updated_at"],
+                success=False,
+                first=row["attempt_count"] == 1,
+                duration_ms=None,
             )
             delay = await decide(conn, row, None, attempt_id)
             if delay is not None:

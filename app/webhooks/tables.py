@@ -148,3 +148,17 @@ class Job(Table, tablename="jobs"):
     created_by = ForeignKey(User, db_column_name="created_by", on_delete=OnDelete.set_null, null=True, default=None)
     created_at = Timestamptz()
     finished_at = Timestamptz(null=True, default=None)
+
+
+class WebhookStatsHourly(Table, tablename="webhook_stats_hourly"):
+    """Per webhook and hour: attempt counts and a latency histogram, kept up to date as attempts are
+    recorded, so the debugger's figures and charts read at most 168 rows whatever the history holds."""
+
+    webhook = ForeignKey(Webhook, db_column_name="webhook_id", on_delete=OnDelete.cascade, null=False)
+    hour = Timestamptz()
+    deliveries = Integer(default=0)  # first attempts: deliveries that started in this hour
+    attempts = Integer(default=0)
+    successes = Integer(default=0)
+    failures = Integer(default=0)
+    # Attempt durations by bucket (upper bounds in app.webhooks.stats.BUCKETS_MS, the last is open).
+    latency_buckets = Array(base_column=Integer())
