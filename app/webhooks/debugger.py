@@ -176,7 +176,7 @@ class DebuggerPages(Controller):
         selection = operations.FailedSince(webhook_id=webhook.id, since=since)
         job_id = await operations.start_bulk(principal.org_id, "replay_failed", selection, principal.user_id)
         job = await queries.get_job(principal.org_id, job_id)
-        return HTMXTemplate(template_name="webhooks/partials/job_progress.html", context={"job": job})
+        return HTMXTemplate(template_name="webhooks/partials/job_progress.html", context={"job": job}, status_code=202)
 
 
 def _curl(found: dict[str, Any]) -> str | None:
