@@ -1,0 +1,232 @@
+"""`./task bench`: measured figures, printed as a table and written to bench/results/<date>.json.
+
+Scenarios so far: `pages`, the debugger page and its fragments with 10k, 100k and 1M deliveries in the
+table (`--quick`: 10k and 100k). The benchmark uses its own database (`intime_bench`, recreated) on the
+embedded PostgreSQL (or on DATABASE_URL's server) and its own web process on a free loopback port.
+Requests are sequential, so each figure is one request's latency, not a throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+TARGET_P95_MS = 50.0
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def prepare_environment() -> None:
+    """Servers up, a fresh `intime_bench` database built by the migrations, before any app import."""
+    sys.path.insert(0, str(ROOT))
+    from app.core import embedded
+
+    need_pg, need_redis = not os.environ.get("DATABASE_URL"), not os.environ.get("REDIS_URL")
+    started = embedded.up(ROOT / ".data", postgres=need_pg, redis=need_redis) if need_pg or need_redis else None
+    database = _with_path(os.environ.get("DATABASE_URL") or started.database_url, "/intime_bench")  # type: ignore[union-attr]
+    redis = _with_path(os.environ.get("REDIS_URL") or started.redis_url, "/12")  # type: ignore[union-attr]
+    os.environ.update(DATABASE_URL=database, REDIS_URL=redis, INTIME_ENV="development")
+
+    async def recreate() -> None:
+        import asyncpg
+
+        admin = await asyncpg.connect(_with_path(database, "/postgres"))
+        await admin.execute('DROP DATABASE IF EXISTS "intime_bench" WITH (FORCE)')
+        await admin.execute('CREATE DATABASE "intime_bench"')
+        await admin.close()
+
+    asyncio.run(recreate())
+    subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, check=True, capture_output=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def measure(client, url: str, headers: dict[str, str], n: int) -> dict[str, float]:
+    for _ in range(5):  # warm the connection pool and caches
+        await client.get(url, headers=headers)
+    timings = []
+    for _ in range(n):
+        started = time.perf_counter()
+        response = await client.get(url, headers=headers)
+        timings.append((time.perf_counter() - started) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"{url} answered {response.status_code}")
+    return {
+        "p50_ms": round(percentile(timings, 0.5), 1),
+        "p95_ms": round(percentile(timings, 0.95), 1),
+        "mean_ms": round(statistics.fmean(timings), 1),
+        "requests": n,
+    }
+
+
+async def pages_scenario(sizes: list[int], requests: int) -> list[dict]:
+    import httpx
+
+    from app.accounts import services as accounts
+    from app.accounts import tokens
+    from app.core import db
+    from app.webhooks import seed, services
+
+    await db.open_pool(max_size=4)
+    org = await accounts.create_organization("bench", "Bench")
+    await accounts.create_user(org, "bench@bench.test", "bench-password", "admin")
+    webhook, _ = await services.create_webhook(
+        org.id, {"name": "bench", "url": "http://127.0.0.1:9/", "event_patterns": ["*"]}
+    )
+    _, token = await tokens.create_token(org, "bench", "webhooks:read", rate_limit_per_hour=1_000_000)
+    port = free_port()
+    web = subprocess.Popen(  # noqa: ASYNC220  (started once, before any measurement)
+        [
+            str(Path(sys.executable).parent / "uvicorn"),
+            "app.main:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=os.environ.copy(),
+    )
+    rows = []
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            for _ in range(100):
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+            login = await client.get("/login")
+            await client.post(
+                "/login",
+                data={
+                    "email": "bench@bench.test",
+                    "password": "bench-password",
+                    "_csrf_token": client.cookies.get("intime_csrf"),
+                },
+            )
+            page = f"/employee/admin/integrations/webhooks/{webhook.id}"
+            seeded = 0
+            for size in sizes:
+                print(f"[bench] seeding to {size:,} deliveries ...", file=sys.stderr, flush=True)
+                await seed.seed_deliveries(webhook.id, size - seeded, days=7)
+                seeded = size
+                first = await client.get(page, headers={"HX-Request": "true", "HX-Target": "history"})
+                cursor = re.search(r"cursor=([\w-]+)", first.text).group(1)
+                async with db.connection() as conn:
+                    delivery_id = await conn.fetchval(
+                        "SELECT id FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY created_at DESC LIMIT 1",
+                        webhook.id,
+                    )
+                hx = {"HX-Request": "true"}
+                checks = {
+                    "debugger page": (page, {}),
+                    "history partial": (page, hx | {"HX-Target": "history"}),
+                    "history, status=dlq": (page + "?status=dlq", hx | {"HX-Target": "history"}),
+                    "history, page 2": (page + f"?cursor={cursor}", hx | {"HX-Target": "history"}),
+                    "history, search by id": (page + f"?q={delivery_id}", hx | {"HX-Target": "history"}),
+                    "overview partial, 7 days": (page + "?window=7d", hx | {"HX-Target": "overview"}),
+                    "inspector partial": (f"{page}/deliveries/{delivery_id}", hx),
+                    "API deliveries list": (
+                        f"/api/v1/webhooks/{webhook.id}/deliveries?limit=50",
+                        {"authorization": f"Bearer {token}"},
+                    ),
+                }
+                for name, (url, headers) in checks.items():
+                    figures = await measure(client, url, headers, requests)
+                    rows.append(
+                        {
+                            "scenario": "pages",
+                            "deliveries": size,
+                            "check": name,
+                            **figures,
+                            "target_p95_ms": TARGET_P95_MS,
+                            "met": figures["p95_ms"] <= TARGET_P95_MS,
+                        }
+                    )
+                    print(
+                        f"[bench] {size:>9,}  {name:<28} p50 {figures['p50_ms']:>6} ms  p95 {figures['p95_ms']:>6} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            del login
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+        await db.close_pool()
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'deliveries':>11}  {'check':<28} {'p50 ms':>8} {'p95 ms':>8}  target p95 ≤ {TARGET_P95_MS:.0f} ms")
+    for row in rows:
+        mark = "met" if row["met"] else "MISSED"
+        print(f"{row['deliveries']:>11,}  {row['check']:<28} {row['p50_ms']:>8} {row['p95_ms']:>8}  {mark}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="./task bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer requests (a smoke run)")
+    args = parser.parse_args()
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    requests = 60 if args.quick else 200
+    prepare_environment()
+    started = time.time()
+    rows = asyncio.run(pages_scenario(sizes, requests))
+    print_table(rows)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    out = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "date": stamp,
+                "quick": args.quick,
+                "seconds": round(time.time() - started),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "rows": rows,
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
