@@ -19,11 +19,21 @@ pytestmark = pytest.mark.usefixtures("worker_process", "scheduler")
 async def test_watch_a_delivery_fail_then_succeed_inspect_and_replay(page, factory, receiver):
     admin = await factory.user(role="admin")
     receiver.then(Answer(status=503, body=b"upstream busy"))
-    webhook, _ = await services.create_webhook(admin.org.id, {
-        "name": "Partner", "url": receiver.url, "event_patterns": ["placement.*"],
-        "retry_policy": {"strategy": "fixed", "base_delay_ms": 4000, "max_delay_ms": 4000, "max_retries": 3,
-                         "jitter": False},
-    })
+    webhook, _ = await services.create_webhook(
+        admin.org.id,
+        {
+            "name": "Partner",
+            "url": receiver.url,
+            "event_patterns": ["placement.*"],
+            "retry_policy": {
+                "strategy": "fixed",
+                "base_delay_ms": 4000,
+                "max_delay_ms": 4000,
+                "max_retries": 3,
+                "jitter": False,
+            },
+        },
+    )
     await (await LoginPage(page).open()).sign_in(admin.user.email, PASSWORD)
     await page.goto(f"/employee/admin/integrations/webhooks/{webhook.id}")
     await expect(page.get_by_test_id("no-deliveries")).to_be_visible()
