@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.common import ROOT, free_port, percentile
+
 RESULTS = ROOT / "bench" / "results"
 TARGET_P95_MS = 50.0
 
@@ -54,17 +54,6 @@ def prepare_environment() -> None:
 
     asyncio.run(recreate())
     subprocess.run([sys.executable, "-m", "app.cli", "migrate"], cwd=ROOT, check=True, capture_output=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(client, url: str, headers: dict[str, str], n: int) -> dict[str, float]:
@@ -194,16 +183,106 @@ def print_table(rows: list[dict]) -> None:
         print(f"{row['deliveries']:>11,}  {row['check']:<28} {row['p50_ms']:>8} {row['p95_ms']:>8}  {mark}")
 
 
+SCENARIOS = ("throughput", "latency", "fanout", "retry", "baselines", "pages")
+
+
+async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
+    from app.core import db
+    from bench import pipeline
+
+    await db.open_pool(max_size=4)
+    rows: list[dict] = []
+    try:
+        if "baselines" in only:
+            rows.append(await pipeline.baseline_asyncio(10 if quick else 30))
+            rows.append(await pipeline.baseline_dramatiq(10 if quick else 30))
+        if "throughput" in only:
+            rows.append(await pipeline.throughput(20 if quick else 60))
+        if "latency" in only:
+            rows.append(await pipeline.latency(100 if quick else 200, 15 if quick else 60))
+        if "fanout" in only:
+            rows.append(await pipeline.fan_out(200 if quick else 1000))
+        if "retry" in only:
+            rows.append(await pipeline.retry_timing(100 if quick else 500))
+        for row in rows:
+            print(f"[bench] {json.dumps(row, default=str)}", file=sys.stderr, flush=True)
+    finally:
+        await db.close_pool()
+    return rows
+
+
+def judge(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """(target, figure, met?) for each target of issue 5 that this run measured."""
+    by = {row["scenario"]: row for row in rows}
+    verdicts = []
+
+    def add(target: str, figure: str, met: bool) -> None:
+        verdicts.append((target, figure, "met" if met else "MISSED"))
+
+    if "throughput" in by:
+        t = by["throughput"]
+        add(
+            "≥ 1,500 deliveries/s sustained, every attempt recorded",
+            f"{t['recorded_per_s']:,}/s",
+            t["recorded_per_s"] >= 1500,
+        )
+        add(
+            "worker RSS ≤ 250 MB and flat",
+            f"{t['worker_rss_mb_first_half_max']} → {t['worker_rss_mb_second_half_max']} MB",
+            # NaN or 0 means not measured, which is not "met"
+            0 < t["worker_rss_mb_second_half_max"] <= 250
+            and t["worker_rss_mb_second_half_max"] <= t["worker_rss_mb_first_half_max"] * 1.1,
+        )
+        for name in ("baseline (a) asyncio", "baseline (b) plain Dramatiq + httpx"):
+            if name in by:
+                ratio = t["recorded_per_s"] / by[name]["per_s"] if by[name]["per_s"] else 0
+                add(
+                    f"ratio to {name}",
+                    f"{ratio:.2f}x ({by[name]['per_s']:,}/s)",
+                    name.startswith("baseline (a)") or ratio > 1,
+                )
+    if "latency" in by:
+        lat = by["latency"]
+        add(
+            "latency p50 ≤ 50 ms, p99 ≤ 250 ms",
+            f"p50 {lat['p50_ms']} / p95 {lat['p95_ms']} / p99 {lat['p99_ms']} ms",
+            lat["p50_ms"] <= 50 and lat["p99_ms"] <= 250,
+        )
+    if "fan-out" in by:
+        f = by["fan-out"]
+        add(f"fan-out of {f['webhooks']} ≤ 3 s", f"{f['all_received_s']} s", (f["all_received_s"] or 99) <= 3)
+    if "retry timing" in by:
+        r = by["retry timing"]
+        add(
+            "retry lateness p99 ≤ 1 s",
+            f"p50 {r['lateness_p50_ms']} / p99 {r['lateness_p99_ms']} ms",
+            r["lateness_p99_ms"] <= 1000,
+        )
+    return verdicts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="./task bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer requests (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter runs (a smoke run)")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated: {', '.join(SCENARIOS)}")
     args = parser.parse_args()
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = only - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(sorted(unknown))}")
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
     requests = 60 if args.quick else 200
     prepare_environment()
     started = time.time()
-    rows = asyncio.run(pages_scenario(sizes, requests))
-    print_table(rows)
+    rows = asyncio.run(pipeline_scenarios(args.quick, only))
+    verdicts = judge(rows)
+    if "pages" in only:
+        rows += asyncio.run(pages_scenario(sizes, requests))
+    print_table([row for row in rows if row["scenario"] == "pages"])
+    if verdicts:
+        print(f"\n{'target':<56} {'measured':<34} verdict")
+        for target, figure, verdict in verdicts:
+            print(f"{target:<56} {figure:<34} {verdict}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     out = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
@@ -219,6 +298,7 @@ def main() -> None:
                     "platform": platform.platform(),
                 },
                 "rows": rows,
+                "verdicts": [{"target": t, "measured": f, "verdict": v} for t, f, v in verdicts],
             },
             indent=2,
             default=str,

@@ -6,6 +6,8 @@ database pool is opened on that loop when the worker boots, so actors share pool
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import dramatiq
@@ -17,12 +19,18 @@ from app.core.settings import get_settings
 
 
 class DatabasePool(Middleware):
+    """The worker's connection pool. Its transactions commit without waiting for the WAL flush
+    (synchronous_commit off): a database crash may forget the last fraction of a second of worker
+    writes, which at-least-once delivery absorbs (the delivery is sent again and the receiver
+    de-duplicates on webhook-id); the database stays consistent, and events themselves are written
+    by the publisher's transaction with its own, full durability."""
+
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from app.core import db
 
         thread = get_event_loop_thread()
         assert thread is not None, "the AsyncIO middleware starts the loop before this runs"
-        thread.run_coroutine(db.open_pool())
+        thread.run_coroutine(db.open_pool(asynchronous_commit=True))
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from app.core import db
@@ -65,6 +73,41 @@ class DeliveryBackoff(Middleware):
             )
 
 
+class StatsFlusher(Middleware):
+    """Writes the worker's buffered delivery statistics once a second, and a last time on shutdown."""
+
+    def __init__(self) -> None:
+        self.stopping: asyncio.Event | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        thread = get_event_loop_thread()
+        assert thread is not None
+        asyncio.run_coroutine_threadsafe(self._loop(), thread.loop)
+
+    async def _loop(self) -> None:
+        from app.webhooks import stats
+
+        self.stopping = asyncio.Event()
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=1.0)
+            try:
+                await stats.flush()
+            except Exception:  # a database hiccup: the counts stay buffered for the next round
+                logging.getLogger("intime.stats").exception("flushing delivery statistics failed")
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from app.webhooks import stats
+
+        thread = get_event_loop_thread()
+        if thread is None:
+            return
+        if self.stopping is not None:
+            thread.loop.call_soon_threadsafe(self.stopping.set)
+        with contextlib.suppress(Exception):
+            thread.run_coroutine(stats.flush())
+
+
 class HttpClient(Middleware):
     """One pooled outbound HTTP client per worker process, closed when the worker stops."""
 
@@ -84,12 +127,14 @@ class _ReturnedRetryRequest(logging.Filter):
         return "'deliver_webhook' returned a value" not in record.getMessage()
 
 
-logging.getLogger("dramatiq.worker.Worker").addFilter(_ReturnedRetryRequest())
+logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ReturnedRetryRequest())
 
 
 def build_broker(url: str | None = None) -> RedisBroker:
     broker = RedisBroker(url=url or get_settings().redis.url, namespace="intime")
     broker.add_middleware(AsyncIO())
+    # StatsFlusher before DatabasePool: its last flush must run before the pool closes.
+    broker.add_middleware(StatsFlusher())
     broker.add_middleware(DatabasePool())
     broker.add_middleware(HttpClient())
     broker.add_middleware(DeliveryBackoff())

@@ -18,13 +18,16 @@ from datetime import timedelta
 import asyncpg
 
 from app.core import heartbeat, queue
+from app.core.redis import get_redis
 from app.core.settings import get_settings
-from app.webhooks import fanout, schedule
+from app.webhooks import fanout, schedule, stats
 
 log = logging.getLogger("intime.scheduler")
 SWEEP_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
 FAN_OUT_BATCH = 500
+DELIVERY_QUEUE_KEY = "intime:deliveries"  # Dramatiq's Redis list of waiting deliver_webhook messages
+BUSY_QUEUE = 200
 
 
 class Scheduler:
@@ -77,7 +80,10 @@ class Scheduler:
                 return total
 
     async def sweep(self) -> int:
-        found = await schedule.sweep(grace=self.sweep_grace)
+        # While the delivery queue holds a backlog, overdue deliveries are most likely still in it:
+        # re-enqueueing them would only add duplicates for the workers to turn away.
+        backlog = await get_redis().llen(DELIVERY_QUEUE_KEY)
+        found = await schedule.sweep(grace=self.sweep_grace, requeue_overdue=backlog < BUSY_QUEUE)
         if found:
             log.info("re-enqueued %d deliveries whose message or worker was lost", len(found))
             for delivery_id, delay in found:
@@ -95,6 +101,7 @@ class Scheduler:
                 now = loop.time()
                 if now >= next_sweep:
                     await self.sweep()
+                    await stats.flush()  # the lost attempts the sweep counted
                     next_sweep = now + SWEEP_SECONDS
                 if now >= next_beat:
                     await self.tick()

@@ -24,12 +24,13 @@ def engine() -> PostgresEngine:
     return found
 
 
-async def open_pool(max_size: int | None = None) -> bool:
+async def open_pool(max_size: int | None = None, *, asynchronous_commit: bool = False) -> bool:
     """Open the process's pool; returns False when one is open already (then leave it to its owner)."""
     if getattr(engine(), "pool", None) is not None:
         return False
     size = max_size or get_settings().database.pool_max_size
-    await engine().start_connection_pool(min_size=min(2, size), max_size=size)
+    extra = {"server_settings": {"synchronous_commit": "off"}} if asynchronous_commit else {}
+    await engine().start_connection_pool(min_size=min(2, size), max_size=size, **extra)
     return True
 
 

@@ -204,55 +204,58 @@ async def deliver(delivery_id: str) -> RetryRequest | None:
     return await record(row, sent, shown, now)
 
 
+INSERT_ATTEMPT = (
+    "INSERT INTO delivery_attempts (id, delivery_id, attempt_number, trigger, started_at, duration_ms, "
+    "request_url, request_headers, response_status, response_headers, response_body, response_truncated, "
+    "error_class, error_message, outcome) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, $11, $12, $13, $14, $15)"
+)
+# The success path in one statement (one round trip, one commit): the attempt and the new state.
+RECORD_SUCCESS = f"""
+WITH attempt AS ({INSERT_ATTEMPT}),
+reset AS (UPDATE webhooks SET consecutive_failures = 0 WHERE id = $16 AND consecutive_failures <> 0)
+UPDATE webhook_deliveries SET status = 'success', completed_at = now(), updated_at = now(),
+    lease_expires_at = NULL, next_attempt_at = NULL, last_status_code = $9, last_error = NULL,
+    next_trigger = 'scheduled'
+WHERE id = $2 AND status = 'processing' AND attempt_count = $3
+"""  # noqa: S608  (built from constants)
+
+
 async def record(row, sent: Sent, shown_headers: dict[str, str], started_at: datetime) -> RetryRequest | None:
-    """Store the attempt and its outcome in one transaction; hand retryable failures to the middleware."""
+    """Store the attempt and its outcome atomically; hand retryable failures to the middleware."""
     status, outcome, fence = sent.status, _outcome(sent.status), row["attempt_count"]
     attempt_id = uuid.uuid4()
+    values = (
+        attempt_id,
+        row["id"],
+        fence,
+        row["next_trigger"],
+        started_at,
+        sent.duration_ms,
+        row["url"],
+        json.dumps(shown_headers),
+        status,
+        json.dumps(sent.headers) if sent.headers is not None else None,
+        sent.body,
+        sent.truncated,
+        sent.error_class,
+        sent.error_message,
+        outcome,
+    )
+    stats.record_attempt(
+        row["webhook_id"],
+        started_at,
+        success=outcome == "success",
+        first=fence == 1,
+        duration_ms=sent.duration_ms if status is not None else None,
+    )
+    if outcome == "success":
+        async with db.connection() as conn:
+            await conn.execute(RECORD_SUCCESS, *values, row["webhook_id"])
+        return None
     async with db.connection() as conn, conn.transaction():
-        await conn.execute(
-            "INSERT INTO delivery_attempts (id, delivery_id, attempt_number, trigger, started_at, duration_ms, "
-            "request_url, request_headers, response_status, response_headers, response_body, response_truncated, "
-            "error_class, error_message, outcome) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, $11, $12, $13, $14, $15)",
-            attempt_id,
-            row["id"],
-            fence,
-            row["next_trigger"],
-            started_at,
-            sent.duration_ms,
-            row["url"],
-            json.dumps(shown_headers),
-            status,
-            json.dumps(sent.headers) if sent.headers is not None else None,
-            sent.body,
-            sent.truncated,
-            sent.error_class,
-            sent.error_message,
-            outcome,
-        )
-        await stats.record_attempt(
-            conn,
-            row["webhook_id"],
-            started_at,
-            success=outcome == "success",
-            first=fence == 1,
-            duration_ms=sent.duration_ms if status is not None else None,
-        )
+        await conn.execute(INSERT_ATTEMPT, *values)
         last_error = sent.error_message if status is None else f"HTTP {status}"
-        if outcome == "success":
-            await conn.execute(
-                "UPDATE webhook_deliveries SET status = 'success', completed_at = now(), updated_at = now(), "
-                "lease_expires_at = NULL, next_attempt_at = NULL, last_status_code = $3, last_error = NULL, "
-                "next_trigger = 'scheduled' WHERE id = $1 AND status = 'processing' AND attempt_count = $2",
-                row["id"],
-                fence,
-                status,
-            )
-            await conn.execute(
-                "UPDATE webhooks SET consecutive_failures = 0 WHERE id = $1 AND consecutive_failures <> 0",
-                row["webhook_id"],
-            )
-            return None
         still_ours = await conn.fetchval(
             "UPDATE webhook_deliveries SET last_status_code = $3, last_error = $4 "
             "WHERE id = $1 AND status = 'processing' AND attempt_count = $2 RETURNING id",

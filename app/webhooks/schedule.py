@@ -93,7 +93,7 @@ async def schedule_retry(
         return await decide(conn, row, retry_after_ms, uuid.UUID(attempt_id))
 
 
-async def sweep(grace: timedelta = SWEEP_GRACE) -> list[tuple[uuid.UUID, int | None]]:
+async def sweep(grace: timedelta = SWEEP_GRACE, *, requeue_overdue: bool = True) -> list[tuple[uuid.UUID, int | None]]:
     """Find what a lost message or a dead worker left behind; returns (delivery id, delay ms) to enqueue.
 
     - Due for longer than `grace` and not re-enqueued in the last minute: the message must have been
@@ -103,15 +103,19 @@ async def sweep(grace: timedelta = SWEEP_GRACE) -> list[tuple[uuid.UUID, int | N
     """
     due: list[tuple[uuid.UUID, int | None]] = []
     async with db.connection() as conn, conn.transaction():
-        rows = await conn.fetch(
-            "UPDATE webhook_deliveries SET requeued_at = now() WHERE id IN ("
-            "SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'failed') "
-            "AND next_attempt_at < now() - $1::interval "
-            "AND (requeued_at IS NULL OR requeued_at < now() - $2::interval) "
-            "LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id",
-            grace,
-            SWEEP_RECHECK,
-            SWEEP_BATCH,
+        rows = (
+            []
+            if not requeue_overdue
+            else await conn.fetch(
+                "UPDATE webhook_deliveries SET requeued_at = now() WHERE id IN ("
+                "SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'failed') "
+                "AND next_attempt_at < now() - $1::interval "
+                "AND (requeued_at IS NULL OR requeued_at < now() - $2::interval) "
+                "LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id",
+                grace,
+                SWEEP_RECHECK,
+                SWEEP_BATCH,
+            )
         )
         due.extend((row["id"], None) for row in rows)
     async with db.connection() as conn, conn.transaction():
@@ -134,8 +138,7 @@ async def sweep(grace: timedelta = SWEEP_GRACE) -> list[tuple[uuid.UUID, int | N
                 row["updated_at"],
                 row["url"],
             )
-            await stats.record_attempt(
-                conn,
+            stats.record_attempt(
                 row["webhook_id"],
                 row["updated_at"],
                 success=False,

@@ -25,26 +25,72 @@ def bucket_of(duration_ms: int) -> int:
     return bisect_right(BUCKETS_MS, duration_ms) + 1
 
 
-RECORD_SQL = """
+FLUSH_SQL = """
 INSERT INTO webhook_stats_hourly AS s (webhook_id, hour, deliveries, attempts, successes, failures, latency_buckets)
-VALUES ($1, date_trunc('hour', $2::timestamptz), $3, 1, $4, $5, array_fill(0, ARRAY[$6::int]))
+VALUES ($1, $2, $3, $4, $5, $6, $7::int[])
 ON CONFLICT (webhook_id, hour) DO UPDATE SET
-    deliveries = s.deliveries + excluded.deliveries, attempts = s.attempts + 1,
-    successes = s.successes + excluded.successes, failures = s.failures + excluded.failures
-"""
-BUCKET_SQL = """
-UPDATE webhook_stats_hourly SET latency_buckets[$3] = coalesce(latency_buckets[$3], 0) + 1
-WHERE webhook_id = $1 AND hour = date_trunc('hour', $2::timestamptz)
+    deliveries = s.deliveries + excluded.deliveries, attempts = s.attempts + excluded.attempts,
+    successes = s.successes + excluded.successes, failures = s.failures + excluded.failures,
+    latency_buckets = ARRAY(
+        SELECT coalesce(a, 0) + coalesce(b, 0)
+        FROM unnest(s.latency_buckets, excluded.latency_buckets) WITH ORDINALITY AS t(a, b, i) ORDER BY i)
 """
 
 
-async def record_attempt(
-    conn, webhook_id: uuid.UUID, at: datetime, *, success: bool, first: bool, duration_ms: int | None
-) -> None:
-    """Count one attempt, inside the caller's transaction (the one that records the attempt)."""
-    await conn.execute(RECORD_SQL, webhook_id, at, int(first), int(success), int(not success), BUCKET_COUNT)
-    if duration_ms is not None:
-        await conn.execute(BUCKET_SQL, webhook_id, at, bucket_of(duration_ms))
+class Buffer:
+    """Counts attempts in the process and writes them once a second, one row per (webhook, hour).
+
+    Written inside each attempt's transaction, the hourly row of a busy webhook became the one row
+    every worker waited for (measured: about 100 deliveries/s for 10 webhooks). Buffered, a second of
+    figures can be lost with a killed process; `intime stats rebuild` recomputes them from the attempts.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[uuid.UUID, datetime], list] = {}
+
+    def add(self, webhook_id: uuid.UUID, at: datetime, *, success: bool, first: bool, duration_ms: int | None) -> None:
+        key = (webhook_id, at.replace(minute=0, second=0, microsecond=0))
+        row = self.pending.get(key)
+        if row is None:
+            row = self.pending[key] = [0, 0, 0, 0, [0] * BUCKET_COUNT]
+        row[0] += int(first)
+        row[1] += 1
+        row[2 if success else 3] += 1
+        if duration_ms is not None:
+            row[4][bucket_of(duration_ms) - 1] += 1
+
+    async def flush(self) -> int:
+        if not self.pending:
+            return 0
+        batch, self.pending = self.pending, {}
+        rows = [(webhook, hour, *counts[:4], counts[4]) for (webhook, hour), counts in sorted(batch.items())]
+        try:
+            async with db.connection() as conn:
+                await conn.executemany(FLUSH_SQL, rows)
+        except Exception:
+            # Keep the counts for the next flush rather than lose them to a passing database error.
+            for (webhook, hour), counts in batch.items():
+                self.add_counts(webhook, hour, counts)
+            raise
+        return len(rows)
+
+    def add_counts(self, webhook_id: uuid.UUID, hour: datetime, counts: list) -> None:
+        row = self.pending.setdefault((webhook_id, hour), [0, 0, 0, 0, [0] * BUCKET_COUNT])
+        for index in range(4):
+            row[index] += counts[index]
+        row[4] = [a + b for a, b in zip(row[4], counts[4], strict=True)]
+
+
+BUFFER = Buffer()
+
+
+def record_attempt(webhook_id: uuid.UUID, at: datetime, *, success: bool, first: bool, duration_ms: int | None) -> None:
+    """Count one attempt (written by the next flush of this process)."""
+    BUFFER.add(webhook_id, at, success=success, first=first, duration_ms=duration_ms)
+
+
+async def flush() -> int:
+    return await BUFFER.flush()
 
 
 def percentile(buckets: list[int], q: float) -> int | None:

@@ -1,0 +1,334 @@
+"""Delivery-pipeline scenarios of `./task bench`: throughput (with worker memory), latency, fan-out,
+retry timing, and the two baselines, all against a fast receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+from bench.common import ROOT, free_port, percentile
+
+BIN = Path(sys.executable).parent
+WORKER_PROCESSES = 2
+WORKER_THREADS = 32
+
+
+def spawn(argv: list[str], **env: str) -> subprocess.Popen:
+    """A child process; its output goes to $BENCH_LOG when set (to see why a scenario misbehaves)."""
+    log = open(os.environ.get("BENCH_LOG", os.devnull), "a")  # noqa: SIM115
+    return subprocess.Popen(argv, cwd=ROOT, env=os.environ | env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(*processes: subprocess.Popen) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@asynccontextmanager
+async def receiver():
+    port = free_port()
+    process = spawn([sys.executable, "-m", "bench.receiver", str(port)])
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as control:
+        for _ in range(100):
+            try:
+                await control.get("/_stats")
+                break
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+        try:
+            yield base, control
+        finally:
+            stop(process)
+
+
+@asynccontextmanager
+async def pipeline(worker_processes: int = WORKER_PROCESSES):
+    """The project's own processes: the scheduler and `dramatiq tasks` workers."""
+    from app.core.redis import get_redis
+
+    await get_redis().flushdb()
+    workers = spawn(
+        [
+            str(BIN / "dramatiq"),
+            "tasks",
+            "--worker-timeout",
+            "100",
+            "--processes",
+            str(worker_processes),
+            "--threads",
+            str(WORKER_THREADS),
+        ]
+    )
+    scheduler = spawn([sys.executable, "-m", "tasks.scheduler"])
+    await asyncio.sleep(3)  # boot
+    try:
+        yield workers
+    finally:
+        stop(scheduler, workers)
+
+
+async def organisation(name: str, hooks: int, url: str, policy: dict | None = None):
+    from app.accounts import services as accounts
+    from app.webhooks import services
+
+    org = await accounts.create_organization(name, name)
+    created = []
+    for n in range(hooks):
+        webhook, _ = await services.create_webhook(
+            org.id,
+            {
+                "name": f"{name} {n}",
+                "url": url,
+                "event_patterns": ["*"],
+                **({"retry_policy": policy} if policy else {}),
+            },
+        )
+        created.append(webhook)
+    return org, created
+
+
+async def publish(org_id, count: int, batch: int = 200) -> list[tuple[str, float]]:
+    """Publish `count` events through publish_event(), `batch` per transaction; (event id, commit time)."""
+    from app.core import db
+
+    published: list[tuple[str, float]] = []
+    async with db.connection() as conn:
+        for start in range(0, count, batch):
+            size = min(batch, count - start)
+            async with conn.transaction():
+                ids = await conn.fetch(
+                    "SELECT publish_event('job.created', NULL, jsonb_build_object('n', g), NULL, '{}'::jsonb, $1) "
+                    "AS id FROM generate_series(1, $2) AS g",
+                    org_id,
+                    size,
+                )
+            committed = time.time()
+            published.extend((str(row["id"]), committed) for row in ids)
+    return published
+
+
+def rss_mb(process: subprocess.Popen) -> float:
+    import psutil
+
+    try:
+        parent = psutil.Process(process.pid)
+        return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
+    except psutil.Error as error:
+        print(f"[bench] could not read worker memory: {error!r}", file=sys.stderr)
+        return float("nan")
+
+
+async def recorded_successes(org_id) -> int:
+    from app.core import db
+
+    async with db.connection() as conn:
+        return await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE org_id = $1 AND status = 'success'", org_id
+        )
+
+
+async def throughput(seconds: int, hooks: int = 10) -> dict:
+    """Events at full speed to `hooks` webhooks for `seconds`: deliveries received and recorded per
+    second over the run after a warm-up, and the workers' memory over time."""
+    async with receiver() as (base, control), pipeline() as workers:
+        org, _ = await organisation("throughput", hooks, base + "/hook")
+        stop_at = time.monotonic() + seconds
+        rss: list[float] = []
+
+        from app.core.redis import get_redis
+
+        async def feed() -> None:
+            # Keep the delivery queue full, not unbounded (its length is a cheap Redis call; a count
+            # over the table would itself load the database being measured).
+            while time.monotonic() < stop_at:
+                if await get_redis().llen("intime:deliveries") < 5000:
+                    await publish(org.id, 100)
+                else:
+                    await asyncio.sleep(0.1)
+
+        async def sample() -> list[tuple[float, int, int]]:
+            points = []
+            warm_at = time.monotonic() + min(10, seconds / 4)
+            marks = []
+            while time.monotonic() < stop_at:
+                received = (await control.get("/_stats")).json()["count"]
+                points.append((time.monotonic(), received, 0))
+                rss.append(rss_mb(workers))
+                if not marks and time.monotonic() >= warm_at:
+                    marks.append((time.monotonic(), await recorded_successes(org.id)))
+                await asyncio.sleep(1)
+            marks.append((time.monotonic(), await recorded_successes(org.id)))
+            return [(at, 0, recorded) for at, recorded in marks] + points
+
+        _, samples = await asyncio.gather(feed(), sample())
+    (m0, _, recorded0), (m1, _, recorded1) = samples[0], samples[1]
+    points = samples[2:]
+    warm = [p for p in points if p[0] >= m0]
+    span = warm[-1][0] - warm[0][0]
+    half = len(rss) // 2
+    return {
+        "scenario": "throughput",
+        "webhooks": hooks,
+        "seconds": seconds,
+        "received_per_s": round((warm[-1][1] - warm[0][1]) / span, 1),
+        "recorded_per_s": round((recorded1 - recorded0) / (m1 - m0), 1),
+        "worker_rss_mb_first_half_max": round(max(rss[:half] or [float("nan")]), 1),
+        "worker_rss_mb_second_half_max": round(max(rss[half:] or [float("nan")]), 1),
+        "deliveries_recorded": recorded1,
+    }
+
+
+async def _backlog(org_id) -> int:
+    from app.core import db
+
+    async with db.connection() as conn:
+        return await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE org_id = $1 AND status IN ('pending', 'processing')", org_id
+        )
+
+
+async def latency(rate: int, seconds: int) -> dict:
+    """`rate` events/s to one webhook for `seconds`: publish_event commit to arrival at the receiver."""
+    async with receiver() as (base, control), pipeline():
+        org, _ = await organisation("latency", 1, base + "/hook")
+        published: list[tuple[str, float]] = []
+        per_tick, tick = max(1, rate // 20), 0.05
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            published += await publish(org.id, per_tick, batch=per_tick)
+            await asyncio.sleep(max(0.0, started + tick * (len(published) / per_tick) - time.monotonic()))
+        await _drain(control, len(published))
+        arrivals = {event: at for event, _, at in (await control.get("/_arrivals")).json()}
+    delays = [(arrivals[event] - committed) * 1000 for event, committed in published if event in arrivals]
+    return {
+        "scenario": "latency",
+        "rate_per_s": rate,
+        "seconds": seconds,
+        "events": len(published),
+        "received": len(delays),
+        "p50_ms": round(percentile(delays, 0.5), 1),
+        "p95_ms": round(percentile(delays, 0.95), 1),
+        "p99_ms": round(percentile(delays, 0.99), 1),
+    }
+
+
+async def _drain(control, expected: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while (await control.get("/_stats")).json()["count"] < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+
+
+async def fan_out(hooks: int) -> dict:
+    """One event to `hooks` webhooks: the time until the last copy arrives."""
+    async with receiver() as (base, control), pipeline():
+        org, _ = await organisation("fanout", hooks, base + "/hook")
+        [(_, committed)] = await publish(org.id, 1)
+        await _drain(control, hooks)
+        arrivals = [at for _, _, at in (await control.get("/_arrivals")).json()]
+    return {
+        "scenario": "fan-out",
+        "webhooks": hooks,
+        "received": len(arrivals),
+        "all_received_s": round(max(arrivals) - committed, 3) if arrivals else None,
+    }
+
+
+async def retry_timing(retries: int) -> dict:
+    """Receivers that fail each delivery once: how late each retry fires against its schedule.
+
+    Four events to retries/4 webhooks: a webhook that failed ten times in a row would be disabled
+    (by design), so no webhook gets more than four failing deliveries."""
+    policy = {"strategy": "fixed", "base_delay_ms": 2000, "max_delay_ms": 2000, "max_retries": 3, "jitter": False}
+    async with receiver() as (base, control), pipeline():
+        org, _ = await organisation("retry", max(1, retries // 4), base + "/fail-first/hook", policy)
+        await publish(org.id, 4)
+        await _drain(control, max(1, retries // 4) * 4)
+        arrivals = (await control.get("/_arrivals")).json()
+    first: dict[str, float] = {}
+    late = []
+    for _, delivery, at in arrivals:
+        if delivery in first:
+            late.append((at - first[delivery] - 2.0) * 1000)
+        else:
+            first[delivery] = at
+    return {
+        "scenario": "retry timing",
+        "retries": len(late),
+        "scheduled_delay_ms": 2000,
+        "lateness_p50_ms": round(percentile(late, 0.5), 1),
+        "lateness_p99_ms": round(percentile(late, 0.99), 1),
+    }
+
+
+async def baseline_asyncio(seconds: int, concurrency: int = 64) -> dict:
+    """(a) The ceiling: an asyncio loop that POSTs signed bodies, no database, no broker."""
+    from datetime import UTC, datetime
+
+    from app.core.outbound import make_client
+    from app.webhooks.signing import generate_secret, signature_headers
+
+    secret = generate_secret()
+    body = json.dumps({"id": "00000000-0000-0000-0000-000000000000", "type": "job.created", "data": {"n": 1}}).encode()
+    async with receiver() as (base, control), make_client() as client:
+        stop_at = time.monotonic() + seconds
+
+        async def loop() -> None:
+            while time.monotonic() < stop_at:
+                headers = signature_headers("d", "job.created", body, [secret], datetime.now(UTC))
+                await client.post(base + "/hook", content=body, headers=headers)
+
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        count = (await control.get("/_stats")).json()["count"]
+    return {"scenario": "baseline (a) asyncio", "seconds": seconds, "per_s": round(count / seconds, 1)}
+
+
+async def baseline_dramatiq(seconds: int) -> dict:
+    """(b) What a team writes in an afternoon: a Dramatiq actor that POSTs with httpx per message.
+    The queue is kept full for `seconds`; the figure is what arrived per second after a warm-up."""
+    async with receiver() as (base, control):
+        from app.core.redis import get_redis
+
+        await get_redis().flushdb()
+        workers = spawn(
+            [
+                str(BIN / "dramatiq"),
+                "bench.naive_actor",
+                "--processes",
+                str(WORKER_PROCESSES),
+                "--threads",
+                str(WORKER_THREADS),
+            ],
+            BENCH_RECEIVER=base + "/hook",
+        )
+        try:
+            from bench import naive_actor
+
+            await asyncio.to_thread(naive_actor.enqueue, 20_000)
+            await asyncio.sleep(min(5, seconds / 4))  # boot and warm up
+            start_count, started = (await control.get("/_stats")).json()["count"], time.monotonic()
+            await asyncio.sleep(seconds)
+            count = (await control.get("/_stats")).json()["count"] - start_count
+            elapsed = time.monotonic() - started
+        finally:
+            stop(workers)
+    return {
+        "scenario": "baseline (b) plain Dramatiq + httpx",
+        "seconds": seconds,
+        "received": count,
+        "per_s": round(count / elapsed, 1),
+    }

@@ -1,0 +1,109 @@
+"""A fast webhook receiver for the benchmarks (one process, uvloop, a bare HTTP/1.1 protocol).
+
+It answers 200 to every POST (or, for paths under /fail-first/, 503 to each delivery's first try),
+counts arrivals, and keeps (event id, delivery id, arrival time) so the bench can compute latency
+and lateness. GET /_stats returns the counts; GET /_arrivals the records; POST /_reset clears them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+    uvloop = None
+
+
+class State:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.arrivals: list[tuple[str, str, float]] = []
+        self.failed_once: set[str] = set()
+
+
+STATE = State()
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+BUSY = b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy"
+
+
+class Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self.buffer[:head_end].decode("latin-1")
+            length = 0
+            delivery = ""
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                lowered = name.lower()
+                if lowered == "content-length":
+                    length = int(value)
+                elif lowered == "webhook-id":
+                    delivery = value.strip()
+            if len(self.buffer) < head_end + 4 + length:
+                return
+            body = self.buffer[head_end + 4 : head_end + 4 + length]
+            self.buffer = self.buffer[head_end + 4 + length :]
+            self.respond(head.split(" ", 2), body, delivery)
+
+    def respond(self, request_line: list[str], body: bytes, delivery: str) -> None:
+        assert self.transport is not None
+        method, path = request_line[0], request_line[1]
+        if method == "GET" and path == "/_stats":
+            payload = json.dumps({"count": STATE.count}).encode()
+        elif method == "GET" and path == "/_arrivals":
+            payload = json.dumps(STATE.arrivals).encode()
+        elif method == "POST" and path == "/_reset":
+            STATE.reset()
+            payload = b"{}"
+        else:
+            now = time.time()
+            if path.startswith("/fail-first/") and delivery not in STATE.failed_once:
+                STATE.failed_once.add(delivery)
+                STATE.arrivals.append((body[7:43].decode("latin-1"), delivery, now))
+                self.transport.write(BUSY)
+                return
+            STATE.count += 1
+            STATE.arrivals.append((body[7:43].decode("latin-1"), delivery, now))
+            self.transport.write(OK)
+            return
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(payload)).encode()
+            + b"\r\n\r\n"
+            + payload
+        )
+
+
+async def main(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Protocol, "127.0.0.1", port, backlog=1024)
+    print(f"receiver on 127.0.0.1:{port}", file=sys.stderr, flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("PORT", "8765"))
+    if uvloop is not None:
+        uvloop.run(main(port))
+    else:
+        asyncio.run(main(port))
