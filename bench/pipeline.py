@@ -59,15 +59,18 @@ async def receiver():
 @asynccontextmanager
 async def pipeline(worker_processes: int = WORKER_PROCESSES):
     """The project's own processes: the scheduler and `dramatiq tasks` workers."""
+    from app.core import db
     from app.core.redis import get_redis
 
+    # Each scenario starts clean: no backlog of an earlier one may queue ahead of what is measured.
+    async with db.connection() as conn:
+        await conn.execute("TRUNCATE events, webhook_deliveries, delivery_attempts, webhook_stats_hourly, jobs")
+        await conn.execute("UPDATE webhooks SET enabled = false")
     await get_redis().flushdb()
     workers = spawn(
         [
             str(BIN / "dramatiq"),
             "tasks",
-            "--worker-timeout",
-            "100",
             "--processes",
             str(worker_processes),
             "--threads",

@@ -53,24 +53,28 @@ class DeliveryBackoff(Middleware):
         from app.webhooks.delivery import RetryRequest
         from app.webhooks.schedule import schedule_retry
 
-        if exception is not None or not isinstance(result, RetryRequest):
+        requests = [result] if isinstance(result, RetryRequest) else result
+        if exception is not None or not isinstance(requests, list):
             return
         thread = get_event_loop_thread()
         assert thread is not None
-        delay = thread.run_coroutine(
-            schedule_retry(result.delivery_id, result.attempt_number, result.attempt_id, result.retry_after_ms)
-        )
-        if delay is not None:
-            broker.enqueue(
-                dramatiq.Message(
-                    queue_name=message.queue_name,
-                    actor_name=message.actor_name,
-                    args=(result.delivery_id,),
-                    kwargs={},
-                    options={},
-                ),
-                delay=delay,
+        for request in requests:
+            if not isinstance(request, RetryRequest):
+                continue
+            delay = thread.run_coroutine(
+                schedule_retry(request.delivery_id, request.attempt_number, request.attempt_id, request.retry_after_ms)
             )
+            if delay is not None:
+                broker.enqueue(
+                    dramatiq.Message(
+                        queue_name="deliveries",
+                        actor_name="deliver_webhook",
+                        args=(request.delivery_id,),
+                        kwargs={},
+                        options={},
+                    ),
+                    delay=delay,
+                )
 
 
 class StatsFlusher(Middleware):
@@ -124,7 +128,8 @@ class _ReturnedRetryRequest(logging.Filter):
     Dramatiq would warn about the "discarded" value on every retryable failure."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "'deliver_webhook' returned a value" not in record.getMessage()
+        message = record.getMessage()
+        return "'deliver_webhook' returned a value" not in message and "'deliver_batch' returned a value" not in message
 
 
 logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ReturnedRetryRequest())

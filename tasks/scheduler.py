@@ -26,6 +26,7 @@ log = logging.getLogger("intime.scheduler")
 SWEEP_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
 FAN_OUT_BATCH = 500
+DELIVERY_BATCH = 20  # deliveries per message: claimed, sent concurrently and recorded together
 DELIVERY_QUEUE_KEY = "intime:deliveries"  # Dramatiq's Redis list of waiting deliver_webhook messages
 BUSY_QUEUE = 200
 
@@ -74,7 +75,9 @@ class Scheduler:
         while True:
             taken, created = await fanout.fan_out_backlog(FAN_OUT_BATCH)
             if created:
-                await queue.asend_many("deliver_webhook", [(str(i),) for i in created])
+                ids = [str(i) for i in created]
+                batches = [(ids[n : n + DELIVERY_BATCH],) for n in range(0, len(ids), DELIVERY_BATCH)]
+                await queue.asend_many("deliver_batch", batches)
                 total += len(created)
             if taken < FAN_OUT_BATCH:
                 return total

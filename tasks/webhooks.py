@@ -14,6 +14,12 @@ async def deliver_webhook(delivery_id: str) -> delivery.RetryRequest | None:
     return await delivery.deliver(delivery_id)
 
 
+@dramatiq.actor(queue_name="deliveries", max_retries=5, min_backoff=1000, max_backoff=30_000, time_limit=120_000)
+async def deliver_batch(delivery_ids: list[str]) -> list[delivery.RetryRequest]:
+    """Fan-out's message: several deliveries claimed, sent concurrently and recorded together."""
+    return await delivery.deliver_many(delivery_ids)
+
+
 @dramatiq.actor(queue_name="bulk", max_retries=5, time_limit=3_600_000)
 async def run_bulk_job(job_id: str) -> None:
     await operations.run_bulk(job_id)

@@ -82,7 +82,7 @@ async def test_a_late_worker_cannot_overwrite_what_the_sweep_decided(api, receiv
     first = await settled(event_id, hook["id"], "failed")
     async with db.connection() as conn:
         await conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now() WHERE id = $1", first["id"])
-        claimed = await conn.fetchrow(delivery.CLAIM_SQL, first["id"], 30)
+        claimed = await conn.fetchrow(delivery.CLAIM_SQL, [first["id"]], 30)
         # The worker stalls past its lease; the sweep records the attempt as lost and reschedules
         await conn.execute(
             "UPDATE webhook_deliveries SET lease_expires_at = now() - interval '1 s' WHERE id = $1", first["id"]

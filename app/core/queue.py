@@ -14,6 +14,7 @@ import dramatiq
 # actor name -> queue name, as declared on the actors in tasks/.
 ACTORS = {
     "deliver_webhook": "deliveries",
+    "deliver_batch": "deliveries",
     "run_bulk_job": "bulk",
     "heartbeat": "system",
 }

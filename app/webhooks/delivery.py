@@ -54,7 +54,7 @@ WITH claimed AS (
     SET status = 'processing', attempt_count = d.attempt_count + 1, updated_at = now(),
         lease_expires_at = now() + make_interval(secs => w.timeout_seconds + $2)
     FROM webhooks w
-    WHERE d.id = $1 AND w.id = d.webhook_id
+    WHERE d.id = ANY($1::uuid[]) AND w.id = d.webhook_id
       AND (d.status = 'pending' OR (d.status = 'failed' AND d.next_attempt_at <= now() + interval '500 ms'))
     RETURNING d.id, d.org_id, d.webhook_id, d.event_id, d.event_type, d.attempt_count, d.attempts_base,
               d.next_trigger, w.url, w.secret, w.previous_secret, w.previous_secret_expires_at, w.headers,
@@ -168,19 +168,48 @@ def _outcome(status: int | None) -> str:
 
 
 async def deliver(delivery_id: str) -> RetryRequest | None:
-    """One attempt of one delivery. Returns a RetryRequest when the backoff middleware must decide."""
-    async with db.connection() as conn:
-        row = await conn.fetchrow(CLAIM_SQL, uuid.UUID(str(delivery_id)), LEASE_MARGIN_SECONDS)
-        if row is None:
-            return None  # done, not due yet, in the DLQ, or another worker holds it
-        if (row["deleted_at"] is not None or not row["enabled"]) and row["next_trigger"] != "test":
-            reason = DlqReason.webhook_deleted if row["deleted_at"] is not None else DlqReason.webhook_disabled
-            async with conn.transaction():
-                await schedule.to_dlq(conn, row, reason, fence=row["attempt_count"], undo_attempt=True)
-            return None
+    """One attempt of one delivery (a replay, a test, a retry). See deliver_many."""
+    retries = await deliver_many([delivery_id])
+    return retries[0] if retries else None
 
+
+async def deliver_many(delivery_ids: list[str]) -> list[RetryRequest]:
+    """One attempt of each delivery that can be claimed: claimed together, sent concurrently, and the
+    successes recorded in one statement. Fan-out sends deliveries in batches, because per-delivery
+    messages and round trips were what bounded throughput (measured: about 240 deliveries/s).
+    Returns the RetryRequests for the backoff middleware."""
+    keys = [uuid.UUID(str(i)) for i in delivery_ids]
+    async with db.connection() as conn:
+        rows = await conn.fetch(CLAIM_SQL, keys, LEASE_MARGIN_SECONDS)
+        ready = []
+        for row in rows:
+            if (row["deleted_at"] is not None or not row["enabled"]) and row["next_trigger"] != "test":
+                reason = DlqReason.webhook_deleted if row["deleted_at"] is not None else DlqReason.webhook_disabled
+                async with conn.transaction():
+                    await schedule.to_dlq(conn, row, reason, fence=row["attempt_count"], undo_attempt=True)
+            else:
+                ready.append(row)
+    if not ready:
+        return []
+    attempts = await asyncio.gather(*(_attempt(row) for row in ready))
+    done = [(row, sent, shown, at) for row, (sent, shown, at) in zip(ready, attempts, strict=True)]
+    successes = [item for item in done if _outcome(item[1].status) == "success"]
+    if successes:
+        await record_successes(successes)
+    retries = []
+    for row, sent, shown, at in done:
+        if _outcome(sent.status) != "success":
+            retry_request = await record(row, sent, shown, at)
+            if retry_request is not None:
+                retries.append(retry_request)
+    return retries
+
+
+async def _attempt(row) -> tuple[Sent, dict[str, str], datetime]:
+    """Build, sign and send one request; never raises (a failure is an attempt too)."""
     now = datetime.now(UTC)
     request_headers: dict[str, str] = {}
+    custom: dict[str, str] = {}
     try:
         body = build_body(row)
         secrets = services.live_secrets(
@@ -196,12 +225,61 @@ async def deliver(delivery_id: str) -> RetryRequest | None:
         sent = await send(row["url"], body, request_headers, row["timeout_seconds"])
     except Exception as error:  # our bug or bad stored data: record it and let the policy decide
         log.exception("delivery %s failed before an answer", row["id"])
-        custom = {}
         sent = Sent(None, None, None, False, "internal", f"{type(error).__name__}: {error}", 0)
     shown = {
         name: services.mask_value(name, value) if name in custom else value for name, value in request_headers.items()
     }
-    return await record(row, sent, shown, now)
+    return sent, shown, now
+
+
+# Many successes in one statement: the attempts, the new states (fenced), and the failure counters.
+RECORD_SUCCESSES = """
+WITH attempts AS (
+    INSERT INTO delivery_attempts (id, delivery_id, attempt_number, trigger, started_at, duration_ms,
+                                   request_url, request_headers, response_status, response_headers,
+                                   response_body, response_truncated, outcome)
+    SELECT a.id, a.delivery_id, a.n, a.trigger, a.started_at, a.duration_ms, a.url, a.request_headers::jsonb,
+           a.status, a.response_headers::jsonb, a.body, a.truncated, 'success'
+    FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::int[], $7::text[],
+                $8::text[], $9::int[], $10::text[], $11::text[], $12::bool[])
+         AS a(id, delivery_id, n, trigger, started_at, duration_ms, url, request_headers, status, response_headers,
+              body, truncated)
+), reset AS (
+    UPDATE webhooks SET consecutive_failures = 0 WHERE id = ANY($13::uuid[]) AND consecutive_failures <> 0
+)
+UPDATE webhook_deliveries d SET status = 'success', completed_at = now(), updated_at = now(),
+    lease_expires_at = NULL, next_attempt_at = NULL, last_status_code = u.status, last_error = NULL,
+    next_trigger = 'scheduled'
+FROM unnest($2::uuid[], $3::int[], $9::int[]) AS u(id, n, status)
+WHERE d.id = u.id AND d.status = 'processing' AND d.attempt_count = u.n
+"""
+
+
+async def record_successes(items: list) -> None:
+    columns: list[list] = [[] for _ in range(12)]
+    for row, sent, shown, at in items:
+        values = (
+            uuid.uuid4(),
+            row["id"],
+            row["attempt_count"],
+            row["next_trigger"],
+            at,
+            sent.duration_ms,
+            row["url"],
+            json.dumps(shown),
+            sent.status,
+            json.dumps(sent.headers or {}),
+            sent.body,
+            sent.truncated,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+        stats.record_attempt(
+            row["webhook_id"], at, success=True, first=row["attempt_count"] == 1, duration_ms=sent.duration_ms
+        )
+    webhooks = list({row["webhook_id"] for row, *_ in items})
+    async with db.connection() as conn:
+        await conn.execute(RECORD_SUCCESSES, *columns, webhooks)
 
 
 INSERT_ATTEMPT = (
