@@ -16,6 +16,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
+    NotFoundException,
     ValidationException,
 )
 from litestar.response import Redirect, Template
@@ -29,6 +30,10 @@ class TooManyRequests(HTTPException):
 
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail=detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class NotFound(LookupError):
+    """A service's "no such row in this organisation": every caller answers 404, page or API alike."""
 
 
 class Problem(HTTPException):
@@ -104,6 +109,10 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     )
 
 
+def handle_not_found(request: Request, exc: NotFound) -> Response:
+    return handle_http_exception(request, NotFoundException(str(exc) or "Not found."))
+
+
 def handle_data_error(request: Request, exc: asyncpg.DataError) -> Response:
     """Input the database refuses (a NUL character, a number out of range) is the client's to fix."""
     detail = "A value in the request cannot be stored (for example a NUL character or an out-of-range number)."
@@ -125,6 +134,7 @@ def handle_unexpected(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {
     HTTPException: handle_http_exception,
+    NotFound: handle_not_found,
     asyncpg.DataError: handle_data_error,
     Exception: handle_unexpected,
 }

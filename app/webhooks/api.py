@@ -105,11 +105,11 @@ class WebhooksApi(Controller):
 
     @get("/{webhook_id:str}", opt=READ, summary="One webhook")
     async def get_one(self, request: Request, webhook_id: FromPath[str]) -> dict[str, Any]:
-        return webhook_out(await _webhook(request, webhook_id))
+        return webhook_out(await services.get_webhook(principal_of(request).org_id, webhook_id))
 
     @patch("/{webhook_id:str}", opt=WRITE, summary="Change a webhook (only the fields given)")
     async def update(self, request: Request, webhook_id: FromPath[str], data: JSONBody[Any]) -> dict[str, Any]:
-        webhook = await _webhook(request, webhook_id)
+        webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
         try:
             return webhook_out(await services.update_webhook(principal_of(request).org_id, webhook.id, _object(data)))
         except services.WebhookInvalid as error:
@@ -117,12 +117,12 @@ class WebhooksApi(Controller):
 
     @delete("/{webhook_id:str}", opt=WRITE, status_code=204, summary="Delete a webhook (its history is kept)")
     async def remove(self, request: Request, webhook_id: FromPath[str]) -> None:
-        webhook = await _webhook(request, webhook_id)
+        webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
         await services.delete_webhook(principal_of(request).org_id, webhook.id)
 
     @post("/{webhook_id:str}/test", opt=WRITE, status_code=202, summary="Send a webhook.test event to it")
     async def test(self, request: Request, webhook_id: FromPath[str]) -> dict[str, Any]:
-        webhook = await _webhook(request, webhook_id)
+        webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
         delivery_id = await operations.send_test(principal_of(request).org_id, webhook.id)
         return {"delivery_id": str(delivery_id)}
 
@@ -133,7 +133,7 @@ class WebhooksApi(Controller):
         summary="New secret; the old one stays valid (and signs too) for 24 h",
     )
     async def rotate(self, request: Request, webhook_id: FromPath[str]) -> dict[str, Any]:
-        webhook = await _webhook(request, webhook_id)
+        webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
         secret = await services.rotate_secret(principal_of(request).org_id, webhook.id)
         return {
             "secret": secret,
@@ -146,7 +146,7 @@ class WebhooksApi(Controller):
         self, request: Request, webhook_id: FromPath[str], window: FromQuery[str] = "24h"
     ) -> dict[str, Any]:
         """p50 / p95 are estimated from a latency histogram (buckets from 10 ms to 60 s)."""
-        return await _stats(await _webhook(request, webhook_id), window)
+        return await _stats(await services.get_webhook(principal_of(request).org_id, webhook_id), window)
 
     @get("/{webhook_id:str}/deliveries", opt=READ, summary="A webhook's deliveries, newest first")
     async def deliveries(
@@ -162,7 +162,7 @@ class WebhooksApi(Controller):
         q: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """Filters: status, event_type, since, until; `q` finds a delivery or event by its id."""
-        webhook = await _webhook(request, webhook_id)
+        webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
         return _page(
             await _query(
                 queries.list_deliveries(
@@ -201,13 +201,6 @@ async def _stats(webhook: Webhook, window: str) -> dict[str, Any]:
     }
 
 
-async def _webhook(request: Request, webhook_id: str) -> Webhook:
-    try:
-        return await services.get_webhook(principal_of(request).org_id, webhook_id)
-    except services.NotFound as error:
-        raise NotFoundException(str(error)) from None
-
-
 class DeliveriesApi(Controller):
     path = "/deliveries"
     tags = ["deliveries"]
@@ -228,8 +221,6 @@ class DeliveriesApi(Controller):
 async def _operation(coro):
     try:
         return await coro
-    except services.NotFound as error:
-        raise NotFoundException(str(error)) from None
     except operations.Conflict as error:
         raise Problem(409, str(error)) from None
 

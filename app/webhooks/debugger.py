@@ -49,13 +49,6 @@ def _time(raw: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed and parsed.tzinfo is None else parsed
 
 
-async def _webhook(request: Request, webhook_id: uuid.UUID) -> Webhook:
-    try:
-        return await services.get_webhook(principal_of(request).org_id, webhook_id)
-    except services.NotFound as error:
-        raise NotFoundException(str(error)) from None
-
-
 async def _history(request: Request, webhook: Webhook, flt: HistoryFilter) -> dict[str, Any]:
     status = flt.status if flt.status in {s.value for s in DeliveryStatus} else None
     error = None
@@ -126,7 +119,7 @@ class DebuggerPages(Controller):
         cursor: FromQuery[str] = "",
         open: FromQuery[str] = "",
     ) -> Template:
-        webhook = await _webhook(request, webhook_id)
+        webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
         flt = HistoryFilter(status, event_type, since, until, q, cursor)
         target = request.htmx.target if request.htmx else None
         if target == "history":
@@ -157,7 +150,7 @@ class DebuggerPages(Controller):
     async def inspect(
         self, request: HTMXRequest, webhook_id: FromPath[uuid.UUID], delivery_id: FromPath[uuid.UUID]
     ) -> Template:
-        webhook = await _webhook(request, webhook_id)
+        webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
         found = await queries.get_delivery(principal_of(request).org_id, delivery_id)
         if found is None or found["webhook_id"] != webhook.id:
             raise NotFoundException("No such delivery for this webhook.")
@@ -168,7 +161,7 @@ class DebuggerPages(Controller):
 
     @post("/{webhook_id:uuid}/replay-failed", name="webhooks:replay-failed", guards=[admin_only], status_code=202)
     async def replay_failed(self, request: HTMXRequest, webhook_id: FromPath[uuid.UUID]) -> Template:
-        webhook = await _webhook(request, webhook_id)
+        webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
         principal = principal_of(request)
         since = _time(str((await request.form()).get("since", "")))
         if since is None:

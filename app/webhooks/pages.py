@@ -106,13 +106,6 @@ def _matched(raw: Any, catalog: dict[str, str]) -> dict[str, Any]:
         return {"types": [], "error": str(error)}
 
 
-async def _webhook_or_404(principal, webhook_id: uuid.UUID) -> Webhook:
-    try:
-        return await services.get_webhook(principal.org_id, webhook_id)
-    except services.NotFound as error:
-        raise NotFoundException(str(error)) from None
-
-
 class WebhookPages(Controller):
     path = "/webhooks"
     include_in_schema = False
@@ -152,14 +145,14 @@ class WebhookPages(Controller):
     @get("/{webhook_id:uuid}/edit", name="webhooks:edit", guards=[admin_only])
     async def edit_page(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> Template:
         principal = principal_of(request)
-        webhook = await _webhook_or_404(principal, webhook_id)
+        webhook = await services.get_webhook(principal.org_id, webhook_id)
         context = await _form_context(principal, _form_values(webhook), {}, webhook)
         return Template("webhooks/form.html", context=context)
 
     @post("/{webhook_id:uuid}/edit", name="webhooks:update", guards=[admin_only])
     async def update(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> Template | Redirect:
         principal = principal_of(request)
-        webhook = await _webhook_or_404(principal, webhook_id)
+        webhook = await services.get_webhook(principal.org_id, webhook_id)
         data, errors = _form_to_data(await request.form())
         if not errors:
             try:
@@ -174,7 +167,7 @@ class WebhookPages(Controller):
     @post("/{webhook_id:uuid}/enabled", name="webhooks:set-enabled", guards=[admin_only])
     async def set_enabled(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> Redirect:
         principal = principal_of(request)
-        webhook = await _webhook_or_404(principal, webhook_id)
+        webhook = await services.get_webhook(principal.org_id, webhook_id)
         form = await request.form()
         await services.set_enabled(principal.org_id, webhook.id, form.get("enabled") == "true")
         return Redirect(path=local_path(str(form.get("back", "")), request.app.route_reverse("webhooks:list")))
@@ -182,21 +175,21 @@ class WebhookPages(Controller):
     @post("/{webhook_id:uuid}/delete", name="webhooks:delete", guards=[admin_only])
     async def remove(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> Redirect:
         principal = principal_of(request)
-        webhook = await _webhook_or_404(principal, webhook_id)
+        webhook = await services.get_webhook(principal.org_id, webhook_id)
         await services.delete_webhook(principal.org_id, webhook.id)
         return Redirect(path=request.app.route_reverse("webhooks:list"))
 
     @post("/{webhook_id:uuid}/rotate-secret", name="webhooks:rotate", guards=[admin_only])
     async def rotate(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> Template:
         principal = principal_of(request)
-        webhook = await _webhook_or_404(principal, webhook_id)
+        webhook = await services.get_webhook(principal.org_id, webhook_id)
         secret = await services.rotate_secret(principal.org_id, webhook.id)
         return Template("webhooks/created.html", context={"webhook": webhook, "secret": secret, "rotated": True})
 
     @post("/{webhook_id:uuid}/test", name="webhooks:test", guards=[admin_only])
     async def send_test(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> Redirect:
         principal = principal_of(request)
-        webhook = await _webhook_or_404(principal, webhook_id)
+        webhook = await services.get_webhook(principal.org_id, webhook_id)
         await operations.send_test(principal.org_id, webhook.id)
         return Redirect(path=request.app.route_reverse("webhooks:detail", webhook_id=webhook.id))
 
@@ -212,8 +205,6 @@ class DeliveryPages(Controller):
         message, ok = "Queued: a new attempt is on its way.", True
         try:
             await operations.replay(principal.org_id, delivery_id, only_dlq=form.get("from") == "dlq")
-        except services.NotFound as error:
-            raise NotFoundException(str(error)) from None
         except operations.Conflict as error:
             message, ok = str(error), False
         if request.htmx and form.get("row") and ok:
@@ -333,8 +324,6 @@ class DlqPages(Controller):
         try:
             await operations.clear(principal.org_id, delivery_id, principal.user_id)
             message, ok = "Cleared (kept for audit).", True
-        except services.NotFound as error:
-            raise NotFoundException(str(error)) from None
         except operations.Conflict as error:
             message, ok = str(error), False
         if request.htmx:

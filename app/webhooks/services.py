@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from app.core import db
+from app.core import db, problems
 from app.core.crypto import get_keyring
 from app.core.outbound import OutboundRefused, check_url
 from app.events import services as events
@@ -34,8 +34,7 @@ class WebhookInvalid(ValueError):
         self.errors = errors
 
 
-class NotFound(LookupError):
-    pass
+NotFound = problems.NotFound  # the web layer answers it with a 404
 
 
 def as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
