@@ -49,6 +49,15 @@ class DeliveryBackoff(Middleware):
     delayed message lost with Redis is found again by the scheduler's sweep.
     """
 
+    # Dramatiq polls an idle queue with a backoff that grows to the worker timeout (1 s by default), and
+    # a delayed message moves to its queue only when that consumer loop turns: two hops of up to 1 s,
+    # which made retries fire 0.8 s late on average (measured). 100 ms bounds the lateness at the cost
+    # of ten cheap Redis polls a second per idle queue.
+    POLL_MS = 100
+
+    def before_worker_boot(self, broker, worker):
+        worker.worker_timeout = self.POLL_MS
+
     def after_process_message(self, broker, message, *, result=None, exception=None):
         from app.webhooks.delivery import RetryRequest
         from app.webhooks.schedule import schedule_retry
@@ -133,6 +142,9 @@ class _ReturnedRetryRequest(logging.Filter):
 
 
 logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ReturnedRetryRequest())
+# httpx logs every request at INFO: a line per delivery is noise in a worker's log (each attempt is
+# already a row in delivery_attempts) and, measured, a noticeable share of a busy worker's CPU.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def build_broker(url: str | None = None) -> RedisBroker:

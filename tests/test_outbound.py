@@ -183,6 +183,8 @@ async def _serve(ssl_context: ssl.SSLContext | None = None) -> tuple[Receiver, w
         receiver.bodies.append(await request.read())
         if request.path == "/redirect":
             return web.Response(status=302, headers={"Location": "/elsewhere"})
+        if request.path == "/set-cookie":
+            return web.Response(text="thanks", headers={"Set-Cookie": "session=receiver-a; Path=/"})
         if request.path == "/slow":
             await asyncio.sleep(5)
         return web.Response(text="thanks")
@@ -290,6 +292,42 @@ async def test_the_shared_client_is_reused_until_closed(receiver):
     assert client.is_closed
     assert outbound.shared_client() is not client
     await outbound.close_shared_client()
+
+
+async def test_the_delivery_path_keeps_no_cookies_between_deliveries(receiver):
+    """Every webhook of every organisation shares one pool: a cookie one receiver sets must not come
+    back on a later delivery (nor reach another receiver on the same host). By host name: cookie jars
+    ignore cookies from bare IP addresses anyway."""
+    url = receiver.url.replace("127.0.0.1", "localhost")
+    try:
+        first = await outbound.post(f"{url}/set-cookie", BODY, {"X-Test": "1"}, timeout_seconds=5)
+        assert first.headers["Set-Cookie"].startswith("session=")
+        await first.aclose()
+        second = await outbound.post(f"{url}/later", BODY, {}, timeout_seconds=5)
+        assert [chunk async for chunk in second.aiter_bytes()] == [b"thanks"]
+        await second.aclose()
+    finally:
+        await outbound.close_shared_client()
+    assert [r.path for r in receiver.requests] == ["/set-cookie", "/later"]
+    assert receiver.requests[0].headers["X-Test"] == "1"
+    assert "Cookie" not in receiver.requests[1].headers
+
+
+async def test_the_delivery_path_is_guarded_too(listener, monkeypatch):
+    from dataclasses import replace
+
+    from app.core.settings import get_settings
+
+    strict = replace(get_settings(), outbound=replace(get_settings().outbound, allow=()))
+    monkeypatch.setattr(outbound, "get_settings", lambda: strict)
+    port, accepted = listener
+    try:
+        with pytest.raises(OutboundRefused, match="loopback address"):
+            await outbound.post(f"http://localhost:{port}/hook", BODY, {}, timeout_seconds=5)
+    finally:
+        await outbound.close_shared_client()
+    await asyncio.sleep(0.05)
+    assert accepted == []
 
 
 # --- TLS: certificates are checked against the URL's host name, not the address connected to ----------

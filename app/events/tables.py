@@ -23,12 +23,12 @@ class Event(Table, tablename="events"):
     """Written only by the SQL function publish_event(), so an event commits with its cause."""
 
     id = UUID(primary_key=True)
-    org = ForeignKey(Organization, db_column_name="org_id", on_delete=OnDelete.cascade, index=True, null=False)
-    event_type = Varchar(length=100, index=True)
+    org = ForeignKey(Organization, db_column_name="org_id", on_delete=OnDelete.cascade, null=False)
+    event_type = Varchar(length=100)
     aggregate_id = UUID(null=True, default=None)
     payload = JSONB()
     metadata = JSONB(default="{}")
     user_id = UUID(null=True, default=None)
-    created_at = Timestamptz(index=True)
+    created_at = Timestamptz()
     # Set when the scheduler has turned the event into deliveries; null rows are the fan-out backlog.
     fanned_out_at = Timestamptz(null=True, default=None)

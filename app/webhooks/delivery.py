@@ -112,14 +112,10 @@ class Sent:
 
 
 async def send(url: str, body: bytes, headers: dict[str, str], timeout_seconds: int) -> Sent:
-    client = outbound.shared_client()
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_seconds + 1):
-            request = client.build_request(
-                "POST", url, content=body, headers=headers, timeout=httpx.Timeout(timeout_seconds)
-            )
-            response = await client.send(request, stream=True)
+            response = await outbound.post(url, body, headers, timeout_seconds)
             chunks, size, truncated = [], 0, False
             try:
                 async for chunk in response.aiter_bytes():
