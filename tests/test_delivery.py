@@ -113,7 +113,7 @@ async def test_slow_and_vanishing_receivers_are_recorded_with_their_error_class(
     assert attempts[2]["response_status"] == 200
 
 
-async def test_tenth_consecutive_failure_disables_the_webhook_and_not_the_ninth(api, receiver):
+async def test_tenth_failed_delivery_in_a_row_disables_the_webhook_and_not_the_ninth(api, receiver):
     receiver.default = Answer(status=500)
     hook = await api.webhook(receiver.url, retry_policy=FAST | {"max_retries": 0})
     await Webhook.update({Webhook.consecutive_failures: 8}).where(Webhook.id == hook["id"])
@@ -124,13 +124,24 @@ async def test_tenth_consecutive_failure_disables_the_webhook_and_not_the_ninth(
     second = await api.publish()
     await settled(second, hook["id"], "dlq")
     row = await Webhook.objects().get(Webhook.id == hook["id"])
-    assert not row.enabled and "10 consecutive failed attempts" in row.disabled_reason
+    assert not row.enabled and "10 failed deliveries in a row" in row.disabled_reason
     async with db.connection() as conn:
         assert await conn.fetchval("SELECT count(*) FROM events WHERE event_type = 'webhook.disabled'") == 1
     # Later events reach it no more
     await api.publish()
     await asyncio.sleep(0.5)
     assert len(receiver.log) == 2
+
+
+async def test_failed_attempts_of_a_delivery_that_succeeds_do_not_count_towards_disabling(api, receiver):
+    """A receiver down for a deploy fails many attempts at once; its deliveries still get through."""
+    receiver.then(*[Answer(status=503)] * 12)
+    hook = await api.webhook(receiver.url, retry_policy=FAST | {"max_retries": 15})
+    await Webhook.update({Webhook.consecutive_failures: 9}).where(Webhook.id == hook["id"])
+    await settled(await api.publish(), hook["id"], "success")
+    row = await Webhook.objects().get(Webhook.id == hook["id"])
+    assert row.enabled and row.consecutive_failures == 0
+    assert len(receiver.log) == 13
 
 
 async def test_success_resets_the_failure_count(api, receiver):

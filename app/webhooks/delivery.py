@@ -32,8 +32,6 @@ RESPONSE_BODY_CAP = 64 * 1024
 # A claim holds the delivery for the webhook's timeout plus this margin. If the worker dies mid-send,
 # the lease runs out and the sweep records the attempt as lost and schedules the next one.
 LEASE_MARGIN_SECONDS = 30
-AUTO_DISABLE_AFTER = 10  # consecutive failed attempts: long enough to ride out a deploy, short enough
-# not to pile up hours of retries against an endpoint that is plainly gone.
 
 
 @dataclass(frozen=True)
@@ -338,18 +336,9 @@ async def record(row, sent: Sent, shown_headers: dict[str, str], started_at: dat
             status,
             last_error,
         )
-        failures = await conn.fetchval(
-            "UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 WHERE id = $1 "
-            "RETURNING consecutive_failures",
-            row["webhook_id"],
-        )
         if outcome == "gone":
             await services.disable_in_transaction(
                 conn, row["org_id"], row["webhook_id"], "the endpoint answered 410 Gone"
-            )
-        elif failures >= AUTO_DISABLE_AFTER:
-            await services.disable_in_transaction(
-                conn, row["org_id"], row["webhook_id"], f"{AUTO_DISABLE_AFTER} consecutive failed attempts"
             )
         if still_ours is None:
             return None  # the sweep took it over meanwhile and has decided what comes next

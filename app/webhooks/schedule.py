@@ -18,6 +18,12 @@ from app.webhooks.tables import DlqReason
 SWEEP_GRACE = timedelta(seconds=10)
 SWEEP_RECHECK = timedelta(seconds=60)
 SWEEP_BATCH = 500
+# Failed deliveries in a row (retries exhausted, or a non-retryable answer) that disable a webhook.
+# Deliveries, not attempts: a receiver that is down for a deploy fails many attempts at once under
+# load, and its deliveries still succeed on a later retry; a webhook is disabled when its deliveries
+# themselves keep failing. Any success resets the count.
+AUTO_DISABLE_AFTER = 10
+FAILED = (DlqReason.retries_exhausted, DlqReason.non_retryable, DlqReason.gone)
 
 DECISION_COLUMNS = (
     "d.id, d.org_id, d.webhook_id, d.event_type, d.attempt_count, d.attempts_base, "
@@ -37,11 +43,22 @@ async def to_dlq(conn, row, reason: DlqReason, *, fence: int | None = None, undo
         1 if undo_attempt else 0,
         fence,
     )
-    if moved is not None:
-        await services.announce_dead_letter(
-            conn, row["org_id"], row["webhook_id"], row["id"], row["event_type"], reason.value
+    if moved is None:
+        return False
+    await services.announce_dead_letter(
+        conn, row["org_id"], row["webhook_id"], row["id"], row["event_type"], reason.value
+    )
+    if reason in FAILED:
+        failures = await conn.fetchval(
+            "UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 WHERE id = $1 "
+            "RETURNING consecutive_failures",
+            row["webhook_id"],
         )
-    return moved is not None
+        if failures >= AUTO_DISABLE_AFTER:
+            await services.disable_in_transaction(
+                conn, row["org_id"], row["webhook_id"], f"{AUTO_DISABLE_AFTER} failed deliveries in a row"
+            )
+    return True
 
 
 async def _org_policy(conn, org_id) -> retry.Policy:
