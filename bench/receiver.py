@@ -1,8 +1,11 @@
 """A fast webhook receiver for the benchmarks (one process, uvloop, a bare HTTP/1.1 protocol).
 
 It answers 200 to every POST (or, for paths under /fail-first/, 503 to each delivery's first try),
-counts arrivals, and keeps (event id, delivery id, arrival time) so the bench can compute latency
-and lateness. GET /_stats returns the counts; GET /_arrivals the records; POST /_reset clears them.
+counts the 2xx answers, and keeps (event id, webhook-id, arrival time, path, status) for every POST so
+the bench can compute latency, lateness and, for the chaos run, what arrived where and how often.
+GET /_stats returns the count; GET /_arrivals the records; POST /_reset clears them; POST
+/_fail/<seconds> makes it answer 500 to everything for that long (an outage). An optional second
+argument delays each answer by that many milliseconds, so that sends are in flight when a fault hits.
 """
 
 from __future__ import annotations
@@ -27,11 +30,16 @@ class State:
         self.count = 0
         self.arrivals: list[tuple[str, str, float]] = []
         self.failed_once: set[str] = set()
+        self.failing_until = 0.0
+
+
+DELAY = 0.0
 
 
 STATE = State()
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 BUSY = b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy"
+DOWN = b"HTTP/1.1 500 Down\r\nContent-Length: 4\r\n\r\ndown"
 
 
 class Protocol(asyncio.Protocol):
@@ -74,16 +82,25 @@ class Protocol(asyncio.Protocol):
         elif method == "POST" and path == "/_reset":
             STATE.reset()
             payload = b"{}"
+        elif method == "POST" and path.startswith("/_fail/"):
+            STATE.failing_until = time.time() + float(path.removeprefix("/_fail/"))
+            payload = b"{}"
         else:
             now = time.time()
-            if path.startswith("/fail-first/") and delivery not in STATE.failed_once:
+            event = body[7:43].decode("latin-1")  # the body starts {"id": "<uuid>"
+            if now < STATE.failing_until:
+                answer, status = DOWN, 500
+            elif path.startswith("/fail-first/") and delivery not in STATE.failed_once:
                 STATE.failed_once.add(delivery)
-                STATE.arrivals.append((body[7:43].decode("latin-1"), delivery, now))
-                self.transport.write(BUSY)
-                return
-            STATE.count += 1
-            STATE.arrivals.append((body[7:43].decode("latin-1"), delivery, now))
-            self.transport.write(OK)
+                answer, status = BUSY, 503
+            else:
+                STATE.count += 1
+                answer, status = OK, 200
+            STATE.arrivals.append((event, delivery, now, path, status))
+            if DELAY:
+                asyncio.get_running_loop().call_later(DELAY, self._write, answer)
+            else:
+                self.transport.write(answer)
             return
         self.transport.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
@@ -91,6 +108,10 @@ class Protocol(asyncio.Protocol):
             + b"\r\n\r\n"
             + payload
         )
+
+    def _write(self, answer: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(answer)
 
 
 async def main(port: int) -> None:
@@ -103,6 +124,7 @@ async def main(port: int) -> None:
 
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("PORT", "8765"))
+    DELAY = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.0
     if uvloop is not None:
         uvloop.run(main(port))
     else:

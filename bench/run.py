@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from bench import plot
 from bench.common import ROOT, free_port, percentile
 
 RESULTS = ROOT / "bench" / "results"
@@ -286,26 +287,21 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     out = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "date": stamp,
-                "quick": args.quick,
-                "seconds": round(time.time() - started),
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
-                "rows": rows,
-                "verdicts": [{"target": t, "measured": f, "verdict": v} for t, f, v in verdicts],
-            },
-            indent=2,
-            default=str,
-        )
-        + "\n"
-    )
-    print(f"\nwritten to {out.relative_to(ROOT)}")
+    result = {
+        "date": stamp,
+        "quick": args.quick,
+        "seconds": round(time.time() - started),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "rows": rows,
+        "verdicts": [{"target": t, "measured": f, "verdict": v} for t, f, v in verdicts],
+    }
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    out.with_suffix(".svg").write_text(plot.svg(result))
+    print(f"\nwritten to {out.relative_to(ROOT)} and {out.with_suffix('.svg').relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def _wait_for_port(port: int, seconds: float) -> None:
     raise EmbeddedError(f"nothing answers on 127.0.0.1:{port} after {seconds:.0f} s")
 
 
-def _start_postgres(pgdata: Path) -> int:
+def _start_postgres(pgdata: Path, port: int | None = None) -> int:
     run_as = _as_pg_user()
     pgbin = _pg_bin()
     if not (pgdata / "PG_VERSION").exists():
@@ -144,7 +144,7 @@ def _start_postgres(pgdata: Path) -> int:
             capture_output=True,
             **run_as,
         )
-    port = _free_port()
+    port = port or _free_port()
     options = f"-h 127.0.0.1 -p {port} -c unix_socket_directories= -c max_connections=300"
     result = subprocess.run(
         [
@@ -204,9 +204,9 @@ def _running_redis(redis_dir: Path) -> int | None:
     return int(state["port"]) if _pid_alive(pid) else None
 
 
-def _start_redis(redis_dir: Path) -> int:
+def _start_redis(redis_dir: Path, port: int | None = None) -> int:
     redis_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = port or _free_port()
     subprocess.run(
         [
             str(_redis_bin() / "redis-server"),
@@ -285,6 +285,34 @@ def down(data_dir: Path, postgres: bool = True, redis: bool = True) -> None:
             )
         if _running_postgres(data_dir / "pg") is None and _running_redis(data_dir / "redis") is None:
             (data_dir / "services.json").unlink(missing_ok=True)
+
+
+def restart_postgres(data_dir: Path, *, crash: bool = True) -> None:
+    """Stop PostgreSQL (`crash`: immediate mode, so it recovers from its WAL as after a power cut) and
+    start it again on the same port. For fault injection (`./task chaos`)."""
+    pgdata = data_dir.resolve() / "pg"
+    port = _running_postgres(pgdata)
+    if port is None:
+        raise EmbeddedError("PostgreSQL is not running here")
+    mode = "immediate" if crash else "fast"
+    subprocess.run(
+        [str(_pg_bin() / "pg_ctl"), "-w", "-D", str(pgdata), "-m", mode, "stop"], capture_output=True, **_as_pg_user()
+    )
+    _start_postgres(pgdata, port)
+
+
+def restart_redis(data_dir: Path) -> None:
+    """Stop Redis and start it again on the same port, empty: it keeps nothing on disk, so every
+    queued and delayed message is gone. For fault injection (`./task chaos`)."""
+    redis_dir = data_dir.resolve() / "redis"
+    port = _running_redis(redis_dir)
+    if port is None:
+        raise EmbeddedError("Redis is not running here")
+    subprocess.run([str(_redis_bin() / "redis-cli"), "-p", str(port), "shutdown", "nosave"], capture_output=True)
+    deadline = time.monotonic() + 10
+    while _running_redis(redis_dir) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _start_redis(redis_dir, port)
 
 
 def status(data_dir: Path) -> dict[str, int | None]:

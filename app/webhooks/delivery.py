@@ -30,8 +30,11 @@ log = logging.getLogger("intime.delivery")
 USER_AGENT = f"InTime-Webhooks/{__version__}"
 RESPONSE_BODY_CAP = 64 * 1024
 # A claim holds the delivery for the webhook's timeout plus this margin. If the worker dies mid-send,
-# the lease runs out and the sweep records the attempt as lost and schedules the next one.
-LEASE_MARGIN_SECONDS = 30
+# the lease runs out and the sweep records the attempt as lost and schedules the next one. The send is
+# bounded by the timeout (plus 1 s), so the margin only has to cover recording the outcome; were it
+# ever too short, the cost is one duplicate with the same webhook-id, and the fenced writes keep the
+# state right. Shorter means a dead worker's deliveries are retried sooner.
+LEASE_MARGIN_SECONDS = 15
 
 
 @dataclass(frozen=True)
