@@ -58,32 +58,54 @@ class DeliveryBackoff(Middleware):
     def before_worker_boot(self, broker, worker):
         worker.worker_timeout = self.POLL_MS
 
+    # Retries that fall due within this many milliseconds of each other travel in one message (sent
+    # at the latest of their times, so none goes early), as fan-out's deliveries do: a burst of
+    # failures otherwise comes back as a burst of single-delivery messages, which measured 1.7 s late
+    # at p99 for 500 retries due at once.
+    GROUP_MS = 100
+    GROUP_SIZE = 20
+
     def after_process_message(self, broker, message, *, result=None, exception=None):
         from app.webhooks.delivery import RetryRequest
-        from app.webhooks.schedule import schedule_retry
 
         requests = [result] if isinstance(result, RetryRequest) else result
         if exception is not None or not isinstance(requests, list):
             return
+        requests = [request for request in requests if isinstance(request, RetryRequest)]
+        if not requests:
+            return
         thread = get_event_loop_thread()
         assert thread is not None
-        for request in requests:
-            if not isinstance(request, RetryRequest):
-                continue
-            delay = thread.run_coroutine(
-                schedule_retry(request.delivery_id, request.attempt_number, request.attempt_id, request.retry_after_ms)
+        scheduled = thread.run_coroutine(self._schedule(requests))
+        groups: list[tuple[int, int, list[str]]] = []  # (first delay, last delay, delivery ids)
+        for delivery_id, delay in sorted(scheduled, key=lambda item: item[1]):
+            if groups and delay - groups[-1][0] <= self.GROUP_MS and len(groups[-1][2]) < self.GROUP_SIZE:
+                first, _, ids = groups[-1]
+                groups[-1] = (first, delay, [*ids, delivery_id])
+            else:
+                groups.append((delay, delay, [delivery_id]))
+        for _, delay, ids in groups:
+            single = len(ids) == 1
+            broker.enqueue(
+                dramatiq.Message(
+                    queue_name="deliveries",
+                    actor_name="deliver_webhook" if single else "deliver_batch",
+                    args=(ids[0],) if single else (ids,),
+                    kwargs={},
+                    options={},
+                ),
+                delay=delay,
             )
-            if delay is not None:
-                broker.enqueue(
-                    dramatiq.Message(
-                        queue_name="deliveries",
-                        actor_name="deliver_webhook",
-                        args=(request.delivery_id,),
-                        kwargs={},
-                        options={},
-                    ),
-                    delay=delay,
-                )
+
+    @staticmethod
+    async def _schedule(requests) -> list[tuple[str, int]]:
+        """Each failure's next attempt, decided concurrently; (delivery id, delay ms) of those to retry."""
+        from app.webhooks.schedule import schedule_retry
+
+        delays = await asyncio.gather(
+            *(schedule_retry(r.delivery_id, r.attempt_number, r.attempt_id, r.retry_after_ms) for r in requests)
+        )
+        return [(r.delivery_id, d) for r, d in zip(requests, delays, strict=True) if d is not None]
 
 
 class StatsFlusher(Middleware):
