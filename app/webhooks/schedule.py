@@ -16,7 +16,7 @@ from app.webhooks import retry, services, stats
 from app.webhooks.tables import DlqReason
 
 SWEEP_GRACE = timedelta(seconds=10)
-SWEEP_RECHECK = timedelta(seconds=60)
+SWEEP_RECHECK = timedelta(seconds=20)  # a re-enqueued message lost again is re-enqueued after this
 SWEEP_BATCH = 500
 # Failed deliveries in a row (retries exhausted, or a non-retryable answer) that disable a webhook.
 # Deliveries, not attempts: a receiver that is down for a deploy fails many attempts at once under
@@ -113,7 +113,7 @@ async def schedule_retry(
 async def sweep(grace: timedelta = SWEEP_GRACE, *, requeue_overdue: bool = True) -> list[tuple[uuid.UUID, int | None]]:
     """Find what a lost message or a dead worker left behind; returns (delivery id, delay ms) to enqueue.
 
-    - Due for longer than `grace` and not re-enqueued in the last minute: the message must have been
+    - Due for longer than `grace` and not re-enqueued in the last SWEEP_RECHECK: the message must have been
       lost (Redis wiped, an enqueue that failed). Re-enqueue now; the schedule itself does not move.
     - Lease run out: the worker died mid-send. Its attempt is recorded as `lost` (it may or may not
       have arrived) and the policy decides, as after any failure.
