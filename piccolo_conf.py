@@ -11,5 +11,6 @@ APP_REGISTRY = AppRegistry(
         "app.accounts.piccolo_app",
         "app.events.piccolo_app",
         "app.webhooks.piccolo_app",
+        "app.oauth.piccolo_app",
     ]
 )

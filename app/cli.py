@@ -118,7 +118,21 @@ async def seed(_: argparse.Namespace) -> str:
     for (email, password), role in ((DEMO_ADMIN, "admin"), (DEMO_VIEWER, "viewer")):
         if not await User.exists().where(User.email == email):
             await services.create_user(org, email, password, role, name=f"Demo {role}")
+    await _seed_sandbox_client(org.id)
     return ""
+
+
+async def _seed_sandbox_client(org_id) -> None:
+    """The Sandbox provider of `./task dev` (app/oauth/sandbox.py), ready to connect."""
+    import os
+
+    from app.core.settings import get_settings
+    from app.oauth import services as oauth
+
+    if get_settings().oauth.sandbox_url is None or "sandbox" in await oauth.clients(org_id):
+        return
+    secret = os.environ.get("INTIME_SANDBOX_CLIENT_SECRET", "sandbox-dev-secret")
+    await oauth.save_client(org_id, "sandbox", {"client_id": "intime-dev", "client_secret": secret})
 
 
 async def seed_deliveries(args: argparse.Namespace) -> str:
@@ -145,6 +159,16 @@ async def stats_rebuild(args: argparse.Namespace) -> str:
     from app.webhooks import seed as seeding
 
     return str(await seeding.rebuild_stats(uuid.UUID(args.webhook)))
+
+
+async def keys_rotate(_: argparse.Namespace) -> str:
+    from app.core import keyrotation
+
+    def progress(column: str, count: int) -> None:
+        print(f"{column}: {count} re-sealed", file=sys.stderr, flush=True)
+
+    done = await keyrotation.rotate(progress)
+    return json.dumps(done)
 
 
 def services_cmd(args: argparse.Namespace) -> str:
@@ -212,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_parser("sync", help="load catalog.toml into the database").set_defaults(run=catalog_sync)
 
     sub.add_parser("migrate", help="run every migration and sync the catalog").set_defaults(run=migrate)
+    keys = sub.add_parser("keys", help="encryption keys").add_subparsers(dest="action", required=True)
+    keys.add_parser(
+        "rotate", help="re-seal every secret with the newest key of INTIME_ENCRYPTION_KEYS (resumable)"
+    ).set_defaults(run=keys_rotate)
     seed_parser = sub.add_parser("seed", help="create the demo organisation and users (idempotent)")
     seed_parser.set_defaults(run=seed)
     seed_sub = seed_parser.add_subparsers(dest="what")
@@ -241,13 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from app.accounts.services import AccountError
+    from app.core.crypto import DecryptionError
     from app.core.settings import SettingsError
     from app.events.services import EventError
 
     try:
         sync = getattr(args, "sync", False)
         output = args.run(args) if sync else asyncio.run(_with_db(lambda: args.run(args)))
-    except (CliError, AccountError, EventError, SettingsError) as error:
+    except (CliError, AccountError, EventError, SettingsError, DecryptionError) as error:
         print(f"intime: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from app.core import embedded
 from app.core.settings import ROOT, get_settings
@@ -77,6 +78,14 @@ def main(with_scheduler: bool = True) -> None:
         children.append(Child("scheduler", [sys.executable, "-m", "tasks.scheduler"]))
     receiver_port = os.environ.get("INTIME_DEV_RECEIVER_PORT", "8001")
     children.append(Child("receiver", [sys.executable, "-m", "app.devreceiver"]))
+    # The Sandbox OAuth provider at INTIME_SANDBOX_URL, so connecting can be tried offline
+    # (app/oauth/sandbox.py); it reads its client secret from INTIME_SANDBOX_CLIENT_SECRET, as the seed does.
+    sandbox_url = settings.oauth.sandbox_url or "http://127.0.0.1:8002"
+    sandbox_port = str(urlsplit(sandbox_url).port or 8002)
+    sandbox_callback = f"{settings.server.base_url}/oauth/sandbox/callback"
+    sandbox = [sys.executable, "-m", "app.oauth.sandbox", "--port", sandbox_port, "--client-id", "intime-dev"]
+    sandbox += ["--redirect-uri", sandbox_callback]
+    children.append(Child("sandbox", sandbox))
 
     stopping = False
 
@@ -94,6 +103,7 @@ def main(with_scheduler: bool = True) -> None:
     _say(f"InTime Integrations is running: {settings.server.base_url}/employee/admin/integrations/")
     _say(f"sign in as {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]} (admin) or {DEMO_VIEWER[0]} / {DEMO_VIEWER[1]} (viewer)")
     _say(f"demo receiver for webhooks: http://127.0.0.1:{receiver_port}/ok (also /status/503, /flaky, /slow/20)")
+    _say(f"Sandbox OAuth provider: {sandbox_url} (client intime-dev; signs in Ada Sandbox, no password)")
     _say("API reference: " + settings.server.base_url + "/schema · Ctrl-C stops everything")
 
     try:

@@ -21,6 +21,7 @@ from app.core.redis import close_redis
 from app.core.settings import ROOT, get_settings
 from app.core.templating import template_config
 from app.events.controllers import CatalogPage, EventsApi
+from app.oauth import web as oauth_web
 from app.portal.controllers import PortalController, healthz, root
 from app.webhooks import api as webhooks_api
 from app.webhooks import pages as webhooks_pages
@@ -47,13 +48,13 @@ def create_app() -> Litestar:
     admin = Router(
         path=ADMIN_PREFIX,
         guards=[signed_in],
-        route_handlers=[PortalController, TokensController, CatalogPage, *webhooks_pages.ROUTES],
+        route_handlers=[PortalController, TokensController, CatalogPage, *webhooks_pages.ROUTES, *oauth_web.PAGES],
         include_in_schema=False,
     )
     api = Router(
         path=API_PREFIX,
         guards=[api_token],
-        route_handlers=[EventsApi, *webhooks_api.ROUTES],
+        route_handlers=[EventsApi, *webhooks_api.ROUTES, *oauth_web.API],
         security=[{"BearerToken": []}],
     )
     return Litestar(
@@ -61,6 +62,7 @@ def create_app() -> Litestar:
             root,
             healthz,
             LoginController,
+            oauth_web.callback,
             admin,
             api,
             create_static_files_router(

@@ -20,6 +20,7 @@ import asyncpg
 from app.core import heartbeat, queue
 from app.core.redis import get_redis
 from app.core.settings import get_settings
+from app.oauth import services as oauth
 from app.webhooks import fanout, schedule, stats
 
 log = logging.getLogger("intime.scheduler")
@@ -69,6 +70,13 @@ class Scheduler:
         await heartbeat.beat("scheduler")
         await queue.asend("heartbeat")
 
+    async def refresh_oauth(self) -> int:
+        """OAuth connections whose refresh time has come go to the workers."""
+        due = await oauth.due_for_refresh()
+        if due:
+            await queue.asend_many("refresh_oauth_token", [(str(connection_id),) for connection_id in due])
+        return len(due)
+
     async def fan_out(self) -> int:
         """Drain the fan-out backlog: new events become deliveries, which are enqueued at once."""
         total = 0
@@ -99,22 +107,30 @@ class Scheduler:
         next_sweep = next_beat = 0.0
         while not self.stopping.is_set():
             self.wake.clear()
-            try:
-                await self.fan_out()
-                now = loop.time()
-                if now >= next_sweep:
-                    await self.sweep()
-                    await stats.flush()  # the lost attempts the sweep counted
-                    next_sweep = now + SWEEP_SECONDS
-                if now >= next_beat:
-                    await self.tick()
-                    next_beat = now + HEARTBEAT_SECONDS
-            except Exception:  # one failed round must not stop the scheduler; the next one retries
-                log.exception("scheduler round failed")
-                await asyncio.sleep(1)
+            failed = not await self._step(self.fan_out)
+            now = loop.time()
+            if now >= next_sweep:
+                # Each on its own: one failing (a database error, a bug) must not stop the others.
+                for step in (self.sweep, stats.flush, self.refresh_oauth):  # flush: the lost attempts counted
+                    failed |= not await self._step(step)
+                next_sweep = now + SWEEP_SECONDS
+            if now >= next_beat:
+                failed |= not await self._step(self.tick)
+                next_beat = now + HEARTBEAT_SECONDS
+            if failed:
+                await asyncio.sleep(1)  # the next round retries; no tight loop against a failing database
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=SWEEP_SECONDS)
         await listener
+
+    @staticmethod
+    async def _step(step) -> bool:
+        try:
+            await step()
+        except Exception:
+            log.exception("scheduler step %s failed", getattr(step, "__name__", step))
+            return False
+        return True
 
 
 async def amain() -> None:

@@ -25,6 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from app.core import embedded  # noqa: E402  (embedded imports no settings)
 
+pytest_plugins = ["tests.oauth_sandbox"]
+
 TEST_DB_NAME = "intime_test"
 TEST_REDIS_DB = 15
 TEST_KEYS = {
@@ -36,6 +38,20 @@ TEST_KEYS = {
 def _with_path(url: str, path: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# The run's Sandbox OAuth provider (tests.oauth_sandbox) listens here; the settings (and the worker
+# process) learn its URL from the environment, as in `./task dev`.
+SANDBOX_PORT = _free_port()
+SANDBOX_SECRET = "sandbox-test-secret"
 
 
 def _prepare() -> embedded.Started | None:
@@ -51,6 +67,8 @@ def _prepare() -> embedded.Started | None:
         REDIS_URL=test_redis,
         INTIME_OUTBOUND_ALLOW="127.0.0.0/8,::1/128",
         INTIME_BASE_URL="http://127.0.0.1:8000",
+        INTIME_SANDBOX_URL=f"http://127.0.0.1:{SANDBOX_PORT}",
+        INTIME_OAUTH_REFRESH_MARGIN="600",
         **TEST_KEYS,
     )
     asyncio.run(recreate_database(test_db))
@@ -124,8 +142,19 @@ async def clean_state() -> AsyncIterator[None]:
         "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT IN ('event_types', 'migration')"
     )
     if rows:
+        import asyncpg
+
         names = ", ".join(f'"{row["tablename"]}"' for row in rows)
-        await Organization.raw(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        for attempt in range(5):
+            # The session's worker may still be finishing this test's last message (a refresh, a send):
+            # TRUNCATE's exclusive locks can then deadlock with it, and PostgreSQL picks one to fail.
+            try:
+                await Organization.raw(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+                break
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2)
     await get_redis().flushdb()
 
 
@@ -192,6 +221,21 @@ async def scheduler():
     instance.stopping.set()
     instance.wake.set()
     await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture(scope="session")
+def sandbox_session():
+    from tests.oauth_sandbox import run_sandbox
+
+    with run_sandbox(port=SANDBOX_PORT, client_id="intime-test", client_secret=SANDBOX_SECRET) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+async def sandbox(sandbox_session):
+    """The run's Sandbox provider at INTIME_SANDBOX_URL, its switches back to normal for this test."""
+    await sandbox_session.control(token_mode="ok", access_token_ttl=120, refresh_rotation=True)
+    return sandbox_session
 
 
 @pytest.fixture

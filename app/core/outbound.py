@@ -251,6 +251,14 @@ class _GuardedTransport(AiohttpTransport):
             raise (httpx.ReadError if kind == "connection_reset" else httpx.ConnectError)(str(exc)) from exc.__cause__
 
 
+def make_transport(
+    allow: Iterable[Network] | None = None, max_connections: int = 100, *, verify: ssl.SSLContext | None = None
+) -> httpx.AsyncBaseTransport:
+    """The guarded transport alone, for clients built elsewhere (Authlib's OAuth client is an httpx
+    client: `AsyncOAuth2Client(transport=make_transport())`)."""
+    return _GuardedTransport(tuple(get_settings().outbound.allow if allow is None else allow), max_connections, verify)
+
+
 def make_client(
     allow: Iterable[Network] | None = None, max_connections: int = 100, *, verify: ssl.SSLContext | None = None
 ) -> httpx.AsyncClient:

@@ -17,6 +17,7 @@ ACTORS = {
     "deliver_batch": "deliveries",
     "run_bulk_job": "bulk",
     "heartbeat": "system",
+    "refresh_oauth_token": "oauth",
 }
 
 

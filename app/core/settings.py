@@ -76,6 +76,15 @@ class OutboundSettings:
 
 
 @dataclass(frozen=True)
+class OAuthSettings:
+    refresh_margin_seconds: int = 600
+    """Refresh a connection's access token this long before it expires (`INTIME_OAUTH_REFRESH_MARGIN`)."""
+    sandbox_url: str | None = None
+    """The development Sandbox provider (`INTIME_SANDBOX_URL`; default http://127.0.0.1:8002 outside
+    production, and never offered in production)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str
     data_dir: Path
@@ -84,6 +93,7 @@ class Settings:
     redis: RedisSettings
     security: SecuritySettings
     outbound: OutboundSettings
+    oauth: OAuthSettings = OAuthSettings()
 
     @property
     def is_production(self) -> bool:
@@ -242,6 +252,10 @@ def load_settings() -> Settings:
             cookie_secure=base_url.startswith("https://"),
         ),
         outbound=OutboundSettings(allow=parse_networks(allow_raw)),
+        oauth=OAuthSettings(
+            refresh_margin_seconds=_int("INTIME_OAUTH_REFRESH_MARGIN", 600, 10, 86_400),
+            sandbox_url=None if production else (_env("INTIME_SANDBOX_URL") or "http://127.0.0.1:8002").rstrip("/"),
+        ),
     )
 
 

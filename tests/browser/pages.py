@@ -89,3 +89,59 @@ class WebhookDetailPage:
 
     def statuses(self):
         return self.page.get_by_test_id("delivery-status")
+
+
+class OAuthPanelPage:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    def provider(self, key: str):
+        return self.page.get_by_test_id(f"provider-{key}")
+
+    async def connect(self, key: str) -> None:
+        await self.provider(key).get_by_test_id(f"connect-{key}").click()
+
+    @property
+    def flashes(self):
+        return self.page.get_by_test_id("oauth-flash")
+
+    @property
+    def table(self):
+        return self.page.get_by_test_id("connection-table")
+
+    def rows(self, provider: str | None = None):
+        rows = self.page.get_by_test_id("connection-row")
+        return rows.and_(self.page.locator(f'[data-provider="{provider}"]')) if provider else rows
+
+    async def disconnect(self, row) -> str:
+        """Press Disconnect and accept the browser's confirm(); returns the question it asked."""
+        asked: list[str] = []
+
+        async def accept(dialog) -> None:
+            asked.append(dialog.message)
+            await dialog.accept()
+
+        self.page.once("dialog", accept)
+        await row.get_by_test_id("disconnect").click()
+        return asked[0] if asked else ""
+
+
+class SandboxConsentPage:
+    """The Sandbox provider's own consent page (app/oauth/sandbox.py), not one of ours."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    @property
+    def title(self):
+        return self.page.get_by_test_id("consent-title")
+
+    @property
+    def scopes(self):
+        return self.page.get_by_test_id("consent-scopes")
+
+    async def allow(self) -> None:
+        await self.page.get_by_test_id("allow").click()
+
+    async def deny(self) -> None:
+        await self.page.get_by_test_id("deny").click()
