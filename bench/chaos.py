@@ -78,7 +78,7 @@ SMALL = Plan(
         (10.0, "restart PostgreSQL"),
     ],
     outage_s=3,
-    drain_timeout_s=100,
+    drain_timeout_s=150,
     worker_processes=1,
     worker_threads=8,
 )
@@ -98,6 +98,10 @@ class Report:
     failed_attempts: int = 0
     lost_attempts: int = 0
     drained_s: float = 0.0
+    # For pairs never received: what the database says of their deliveries (status -> count), and a few
+    # of them in full; "success" here would be a real loss, anything else an unfinished run.
+    lost_by_status: dict[str, int] = field(default_factory=dict)
+    lost_sample: list[dict] = field(default_factory=list)
     faults: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -247,6 +251,13 @@ async def verify(url: str, org_id, arrivals: list, report: Report) -> None:
         rows = await conn.fetch(
             "SELECT status, dlq_reason, count(*) AS n FROM webhook_deliveries WHERE org_id = $1 GROUP BY 1, 2", org_id
         )
+        deliveries = await conn.fetch(
+            "SELECT d.event_id::text AS event_id, w.url, d.status, d.attempt_count, d.dlq_reason, "
+            "d.next_attempt_at::text AS next_attempt_at, d.requeued_at::text AS requeued_at, "
+            "d.lease_expires_at::text AS lease_expires_at, d.last_error "
+            "FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.org_id = $1",
+            org_id,
+        )
         outcomes = await conn.fetch(
             "SELECT a.outcome, count(*) AS n FROM delivery_attempts a "
             "JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.org_id = $1 GROUP BY 1",
@@ -262,7 +273,13 @@ async def verify(url: str, org_id, arrivals: list, report: Report) -> None:
             copies[(event, path)].append(webhook_id)
     report.events, report.pairs = len(events), len(expected)
     report.received_pairs = len(expected & copies.keys())
-    report.lost = len(expected - copies.keys())
+    missing = expected - copies.keys()
+    report.lost = len(missing)
+    for delivery in deliveries:
+        if (delivery["event_id"], "/" + delivery["url"].split("/", 3)[3]) in missing:
+            report.lost_by_status[delivery["status"]] = report.lost_by_status.get(delivery["status"], 0) + 1
+            if len(report.lost_sample) < 5:
+                report.lost_sample.append(dict(delivery))
     report.duplicates = sum(len(ids) - 1 for ids in copies.values())
     report.duplicates_with_another_id = sum(1 for ids in copies.values() if len(set(ids)) > 1)
     by_status: dict[str, int] = defaultdict(int)
@@ -276,7 +293,9 @@ async def verify(url: str, org_id, arrivals: list, report: Report) -> None:
     report.failed_attempts = sum(n for outcome, n in attempts.items() if outcome not in ("success", "lost"))
     report.lost_attempts = attempts.get("lost", 0)
     if report.lost:
-        report.problems.append(f"{report.lost} (event, webhook) pairs never received")
+        report.problems.append(
+            f"{report.lost} (event, webhook) pairs never received; their deliveries: {report.lost_by_status}"
+        )
     if report.duplicates_with_another_id:
         report.problems.append(f"{report.duplicates_with_another_id} duplicates carried a different webhook-id")
     if report.left_processing or report.left_unfinished:

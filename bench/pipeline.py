@@ -196,6 +196,42 @@ async def throughput(seconds: int, hooks: int = 10) -> dict:
     }
 
 
+async def memory(deliveries: int, hooks: int = 10) -> dict:
+    """Worker memory while `deliveries` are delivered at full speed: RSS sampled every two seconds; the
+    second half of the run must not grow beyond the first."""
+    from app.core.redis import get_redis
+
+    async with receiver() as (base, _control), pipeline() as workers:
+        org, _ = await organisation("memory", hooks, base + "/hook")
+        rss: list[float] = []
+        started = time.monotonic()
+        recorded = 0
+
+        async def feed() -> None:
+            published = 0
+            while published < deliveries // hooks:
+                if await get_redis().llen("intime:deliveries") < 5000:
+                    await publish(org.id, 100)
+                    published += 100
+                else:
+                    await asyncio.sleep(0.1)
+
+        feeding = asyncio.create_task(feed())
+        while recorded < deliveries and time.monotonic() - started < 1800:
+            await asyncio.sleep(2)
+            rss.append(rss_mb(workers))
+            recorded = await recorded_successes(org.id)
+        await feeding
+    half = len(rss) // 2
+    return {
+        "scenario": "memory",
+        "deliveries": recorded,
+        "seconds": round(time.monotonic() - started),
+        "worker_rss_mb_first_half_max": round(max(rss[:half] or [float("nan")]), 1),
+        "worker_rss_mb_second_half_max": round(max(rss[half:] or [float("nan")]), 1),
+    }
+
+
 async def _backlog(org_id) -> int:
     from app.core import db
 
