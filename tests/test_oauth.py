@@ -311,10 +311,16 @@ async def test_the_api_lists_starts_and_disconnects_without_ever_showing_a_token
     assert "access_token" not in listed.text and "refresh_token" not in listed.text
     started = await client.post("/api/v1/oauth/sandbox/connect", headers=bearer)
     assert started.json()["authorization_url"].startswith(sandbox.url + "/authorize?")
-    # Finished in a browser that is not signed in: a small page says how it went.
+    # Finished in a browser that is not signed in to the portal: refused, since whoever was sent the link
+    # could otherwise connect their own account to this organisation.
     async with httpx.AsyncClient(transport=client._transport, base_url=APP) as anonymous:
-        done = await come_back(anonymous, await authorize(started.json()["authorization_url"]))
-    assert done.status_code == 200 and "Connected Sandbox (development) as ada@sandbox.test" in done.text
+        refused = await come_back(anonymous, await authorize(started.json()["authorization_url"]))
+    assert refused.status_code == 400 and "must be finished in a browser signed in" in refused.text
+    # Finished by a signed-in admin of the organisation (this client): connected.
+    again = await client.post("/api/v1/oauth/sandbox/connect", headers=bearer)
+    done = await come_back(client, await authorize(again.json()["authorization_url"]))
+    assert done.headers["location"] == PANEL
+    assert "Connected Sandbox (development) as ada@sandbox.test" in (await client.get(PANEL)).text
     assert (await client.post("/api/v1/oauth/nope/connect", headers=bearer)).status_code == 404
     removed = await client.delete(f"/api/v1/oauth/connections/{connection_id}", headers=bearer)
     assert removed.status_code == 200 and removed.json()["status"] == "revoked"
@@ -405,3 +411,40 @@ async def test_a_provider_of_your_own_is_set_up_from_its_discovery_document(clie
         data=form(client, client_id="x", client_secret="y", discovery_url=f"{sandbox.url}/nothing-here"),
     )
     assert broken.status_code == 422 and "Could not read the discovery document" in broken.text
+
+
+async def test_a_disconnect_during_a_refresh_waits_and_the_tokens_stay_deleted(client, factory, sandbox):
+    admin = await admin_with_sandbox(client, factory)
+    connection_id = await connect(client)
+    await sandbox.control(token_mode="slow")  # the refresh takes 3 s
+
+    async def disconnect_meanwhile():
+        await asyncio.sleep(0.5)
+        return await services.disconnect(admin.org.id, connection_id, "test")
+
+    refreshed, disconnected = await asyncio.gather(services.refresh(connection_id, force=True), disconnect_meanwhile())
+    assert refreshed == "refreshed" and "revoked at the provider" in disconnected
+    gone = await row(connection_id)
+    assert gone["status"] == "revoked" and gone["access_token"] is None and gone["refresh_token"] is None
+    # Again: nothing changes and nothing more is announced.
+    assert await services.disconnect(admin.org.id, connection_id, "test") == "already disconnected"
+    async with db.connection() as conn:
+        announced = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE event_type = 'oauth.connection.disconnected'"
+        )
+    assert announced == 1
+
+
+async def test_a_client_secret_sealed_with_a_removed_key_asks_for_the_secret_again(client, factory, sandbox):
+    await admin_with_sandbox(client, factory)
+    async with db.connection() as conn:
+        stranger = crypto.KeyRing((b"\x09" * 32,))
+        client_id = await conn.fetchval("SELECT id FROM oauth_clients")
+        await conn.execute(
+            "UPDATE oauth_clients SET client_secret = $2 WHERE id = $1",
+            client_id,
+            stranger.seal("s", f"oauth-client:{client_id}"),
+        )
+    response = await client.post(f"{PANEL}/sandbox/connect", data=form(client))
+    assert response.headers["location"] == PANEL
+    assert "client secret cannot be read" in (await client.get(PANEL)).text

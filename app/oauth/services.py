@@ -25,6 +25,8 @@ import logging
 import random
 import secrets
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -165,9 +167,12 @@ DISCOVERY_FIELDS = {
 async def _discover(url: str) -> dict[str, str]:
     """A provider's endpoints from its OpenID Connect / OAuth 2.0 discovery document."""
     await outbound.check_url(url)
-    async with httpx.AsyncClient(
-        transport=outbound.make_transport(max_connections=2), timeout=REQUEST_TIMEOUT, follow_redirects=False
-    ) as http:
+    async with (
+        asyncio.timeout(PROVIDER_CALL_SECONDS),
+        httpx.AsyncClient(
+            transport=outbound.make_transport(max_connections=2), timeout=REQUEST_TIMEOUT, follow_redirects=False
+        ) as http,
+    ):
         response = await http.get(url, headers={"Accept": "application/json"})
     response.raise_for_status()
     document = response.json()
@@ -179,11 +184,20 @@ async def _discover(url: str) -> dict[str, str]:
 async def save_client(org_id: uuid.UUID, provider_key: str, data: dict[str, Any]) -> None:
     """Create or update the organisation's client at a provider; a blank secret keeps the stored one."""
     provider = provider_or_404(provider_key)
+    async with db.connection() as conn:  # validated first: it may fetch a discovery document
+        known = await conn.fetchval(
+            "SELECT id FROM oauth_clients WHERE org_id = $1 AND provider = $2", org_id, provider.key
+        )
+    values = await _validate_client(provider, data, known is not None)
     async with db.connection() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"oauth-client:{org_id}:{provider.key}")
         existing = await conn.fetchrow(
             "SELECT id FROM oauth_clients WHERE org_id = $1 AND provider = $2 FOR UPDATE", org_id, provider.key
         )
-        values = await _validate_client(provider, data, existing is not None)
+        if existing is None and not values["client_secret"]:
+            raise OAuthInvalid(
+                {"client_secret": "Enter the client secret (it is stored encrypted and not shown again)."}
+            )
         client_uuid = existing["id"] if existing else uuid.uuid4()
         sealed = (
             get_keyring().seal(values["client_secret"], _client_context(client_uuid))
@@ -235,7 +249,14 @@ async def _load_client(conn, org_id: uuid.UUID, provider: Provider) -> _Client |
     endpoints = provider.endpoints(json.loads(row["endpoints"]))
     if endpoints is None:
         return None
-    secret = get_keyring().open(row["client_secret"], _client_context(row["id"]))
+    try:
+        secret = get_keyring().open(row["client_secret"], _client_context(row["id"]))
+    except DecryptionError:
+        raise ConnectFailed(
+            f"The {provider.name} client secret cannot be read: it was sealed with an encryption key that is no "
+            "longer configured. Enter the client secret again.",
+            org_id,
+        ) from None
     scopes = provider.split_scopes(row["scopes"]) or list(provider.default_scopes)
     return _Client(provider, endpoints, row["client_id"], secret, scopes)
 
@@ -324,8 +345,14 @@ class Connected:
     missing_scopes: list[str]
 
 
-async def finish_connect(provider_key: str, params: dict[str, str], session_id: str | None) -> Connected:
-    """The callback: check the state, exchange the code, identify the account, save the connection."""
+async def finish_connect(
+    provider_key: str, params: dict[str, str], session_id: str | None, signed_in_admin_of: uuid.UUID | None = None
+) -> Connected:
+    """The callback: check the state, exchange the code, identify the account, save the connection.
+
+    A flow started in the portal must come back to the same browser session. One started through the
+    API has no session to come back to: it must be finished by a signed-in admin of the organisation
+    (`signed_in_admin_of`), or anyone sent the link could connect their own account to it."""
     state = params.get("state") or ""
     raw = await get_redis().getdel(_state_key(state)) if 0 < len(state) <= 200 else None
     if raw is None:
@@ -338,6 +365,12 @@ async def finish_connect(provider_key: str, params: dict[str, str], session_id: 
     provider = providers.get(record["provider"])
     if provider is None or provider.key != provider_key:
         raise ConnectFailed("The answer came back for a different provider than the one started. Start again.", org_id)
+    if record["session"] is None and signed_in_admin_of != org_id:
+        raise ConnectFailed(
+            "A connection started through the API must be finished in a browser signed in to the portal as an "
+            "admin of the organisation that started it. Sign in, then start again.",
+            None,
+        )
     if record["session"] is not None and record["session"] != _session_tag(session_id):
         raise ConnectFailed(
             "This connection was started in another browser session, so it was refused (it could be an attempt "
@@ -366,9 +399,17 @@ async def finish_connect(provider_key: str, params: dict[str, str], session_id: 
         )
     requested = record["scopes"]
     try:
-        async with _oauth(client, redirect_uri=redirect_uri(provider.key)) as oauth:
-            token = await oauth.fetch_token(
-                client.endpoints.token_url, code=code, code_verifier=record["verifier"], grant_type="authorization_code"
+        async with (
+            asyncio.timeout(PROVIDER_CALL_SECONDS),
+            _oauth(client, redirect_uri=redirect_uri(provider.key)) as oauth,
+        ):
+            token = _checked_token(
+                await oauth.fetch_token(
+                    client.endpoints.token_url,
+                    code=code,
+                    code_verifier=record["verifier"],
+                    grant_type="authorization_code",
+                )
             )
             account_id, label = await _identify(oauth, client, token, record["nonce"])
     except OAuthError as error:
@@ -378,7 +419,7 @@ async def finish_connect(provider_key: str, params: dict[str, str], session_id: 
             "Check the client id and secret, then start again with Connect.",
             org_id,
         ) from None
-    except (httpx.HTTPError, OSError, outbound.OutboundRefused, ValueError) as error:
+    except (httpx.HTTPError, OSError, outbound.OutboundRefused, ValueError, TypeError, TimeoutError) as error:
         raise ConnectFailed(
             f"Could not complete the connection with {provider.name}: {_describe(error)}. Try again in a moment.",
             org_id,
@@ -419,9 +460,11 @@ async def _identify(oauth: AsyncOAuth2Client, client: _Client, token: dict, nonc
             required: dict[str, Any] = {"aud": {"essential": True, "value": client.client_id}}
             required["nonce"] = {"essential": True, "value": nonce}
             if endpoints.issuer:
-                required["iss"] = {"essential": True, "value": endpoints.issuer}
+                # Google documents both spellings of its issuer.
+                issuers = [endpoints.issuer, endpoints.issuer.removeprefix("https://")]
+                required["iss"] = {"essential": True, "values": list(dict.fromkeys(issuers))}
             jwt.JWTClaimsRegistry(**required).validate(decoded.claims)
-        except (JoseError, ValueError, KeyError) as error:
+        except (JoseError, ValueError, KeyError, TypeError) as error:
             raise ValueError(f"its ID token did not check out ({error})") from None
         claims = dict(decoded.claims)
     if endpoints.userinfo_url and not (_dig(claims, provider.account_id) and _dig(claims, provider.account_label)):
@@ -463,6 +506,11 @@ async def _save_connection(
     ring, now = get_keyring(), _now()
     expires_at, next_refresh = _schedule(token, now)
     async with db.connection() as conn, conn.transaction():
+        await conn.execute(DURABLE)
+        # Two callbacks for the same account at once (a double click, two tabs) take turns here.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))", f"oauth-connection:{org_id}:{provider.key}:{account_id}"
+        )
         existing = await conn.fetchrow(
             "SELECT id, refresh_token FROM oauth_connections WHERE org_id = $1 AND provider = $2 AND account_id = $3 "
             "FOR UPDATE",
@@ -471,7 +519,7 @@ async def _save_connection(
             account_id,
         )
         connection_id = existing["id"] if existing else uuid.uuid4()
-        refresh = token.get("refresh_token")
+        refresh = token["refresh_token"] if isinstance(token.get("refresh_token"), str) else None
         sealed_refresh = ring.seal(refresh, _token_context(connection_id, "refresh")) if refresh else None
         if sealed_refresh is None and existing is not None:
             sealed_refresh = existing["refresh_token"]  # a reconnect without a new refresh token keeps the old one
@@ -501,7 +549,8 @@ async def _save_connection(
             "access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token, "
             "token_type = EXCLUDED.token_type, expires_at = EXCLUDED.expires_at, status = 'active', "
             "next_refresh_at = EXCLUDED.next_refresh_at, refresh_enqueued_at = NULL, refresh_failures = 0, "
-            "last_error = NULL, connected_by = EXCLUDED.connected_by, updated_at = now(), revoked_at = NULL",
+            "last_error = NULL, connected_by = EXCLUDED.connected_by, updated_at = now(), revoked_at = NULL, "
+            "token_generation = oauth_connections.token_generation + 1",
             *values,
         )
         kind = "reconnected" if existing else "connected"
@@ -580,16 +629,37 @@ async def history(org_id: uuid.UUID, connection_id: uuid.UUID, limit: int = 20) 
 # --- Refresh ------------------------------------------------------------------------------------------
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+PROVIDER_CALL_SECONDS = 20.0  # a whole provider exchange, well inside the lock's lifetime
+# Token writes must survive a database crash, unlike the workers' other writes (tasks/broker.py): a
+# rotated refresh token lost after the provider retired the old one cannot be recovered.
+DURABLE = "SET LOCAL synchronous_commit = on"
 
 
 def _lock_key(connection_id: uuid.UUID) -> str:
     return f"intime:oauth:refresh-lock:{connection_id}"
 
 
+@asynccontextmanager
+async def _locked(connection_id: uuid.UUID, *, wait: float) -> AsyncIterator[bool]:
+    """The connection's token lock (refresh, disconnect, reconnect); yields whether it was taken."""
+    redis = get_redis()
+    key, holder = _lock_key(connection_id), secrets.token_hex(8)
+    deadline = asyncio.get_running_loop().time() + wait
+    taken = bool(await redis.set(key, holder, nx=True, px=LOCK_TTL_MS))
+    while not taken and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        taken = bool(await redis.set(key, holder, nx=True, px=LOCK_TTL_MS))
+    try:
+        yield taken
+    finally:
+        if taken:
+            await redis.eval(_RELEASE, 1, key, holder)  # type: ignore[misc]
+
+
 async def _row_for_refresh(conn, connection_id: uuid.UUID):
     return await conn.fetchrow(
         "SELECT id, org_id, provider, account_label, refresh_token, expires_at, next_refresh_at, status, "
-        "refresh_failures FROM oauth_connections WHERE id = $1",
+        "refresh_failures, token_generation FROM oauth_connections WHERE id = $1",
         connection_id,
     )
 
@@ -606,7 +676,18 @@ def _fresh(expires_at: datetime | None, next_refresh_at: datetime | None, now: d
 
 
 def _backoff(failures: int) -> timedelta:
-    return timedelta(seconds=min(300.0, 5.0 * 2 ** max(0, failures - 1)) * random.uniform(0.8, 1.0))
+    return timedelta(seconds=min(300.0, 5.0 * 2 ** min(max(0, failures - 1), 10)) * random.uniform(0.8, 1.0))
+
+
+def _checked_token(token: Any) -> dict[str, Any]:
+    """A token response we can store: an access token string; the scope as text however it came."""
+    if not isinstance(token, dict) or not isinstance(token.get("access_token"), str) or not token["access_token"]:
+        raise ValueError("its token response has no access token")
+    if isinstance(token.get("scope"), list):
+        token["scope"] = " ".join(str(s) for s in token["scope"])
+    elif token.get("scope") is not None and not isinstance(token["scope"], str):
+        token["scope"] = None
+    return token
 
 
 async def refresh(connection_id: uuid.UUID, *, on_demand: bool = False, force: bool = False) -> str:
@@ -615,15 +696,21 @@ async def refresh(connection_id: uuid.UUID, *, on_demand: bool = False, force: b
 
     Returns what happened: refreshed, not_due, busy (another process holds the lock), unavailable,
     needs_reauth or failed. The lock is per connection, with a re-read of the row after taking it: a
-    second refresher arriving just after the first finds fresh tokens and does nothing."""
-    redis = get_redis()
-    lock, holder = _lock_key(connection_id), secrets.token_hex(8)
-    if not await redis.set(lock, holder, nx=True, px=LOCK_TTL_MS):
-        return "busy"
-    try:
-        return await _refresh_locked(connection_id, on_demand, force)
-    finally:
-        await redis.eval(_RELEASE, 1, lock, holder)  # type: ignore[misc]
+    second refresher arriving just after the first finds fresh tokens and does nothing. Every write is
+    fenced by the token generation read, so a refresh that outlived its lock, or met a disconnect or a
+    reconnect, changes nothing."""
+    async with _locked(connection_id, wait=0) as taken:
+        if not taken:
+            return "busy"
+        try:
+            return await _refresh_locked(connection_id, on_demand, force)
+        except Exception as error:  # an answer or a state nobody foresaw: recorded, retried with backoff
+            log.exception("refreshing OAuth connection %s failed", connection_id)
+            async with db.connection() as conn:
+                row = await _row_for_refresh(conn, connection_id)
+            if row is None:
+                return "unavailable"
+            return await _refresh_failed(row, f"unexpected error: {_describe(error)}", permanent=False)
 
 
 async def _refresh_locked(connection_id: uuid.UUID, on_demand: bool, force: bool) -> str:
@@ -635,16 +722,25 @@ async def _refresh_locked(connection_id: uuid.UUID, on_demand: bool, force: bool
         if force:
             due = True
         elif on_demand:
-            due = not _fresh(row["expires_at"], row["next_refresh_at"], now)
+            # Fresh enough, or a failure's backoff still running: the provider is not asked again yet.
+            backing_off = row["refresh_failures"] > 0 and row["next_refresh_at"] and row["next_refresh_at"] > now
+            due = not _fresh(row["expires_at"], row["next_refresh_at"], now) and not backing_off
         else:
             due = row["next_refresh_at"] is not None and row["next_refresh_at"] <= now
         if not due:
             await conn.execute("UPDATE oauth_connections SET refresh_enqueued_at = NULL WHERE id = $1", connection_id)
-            return "not_due"
+            return "not_due" if not on_demand or row["refresh_failures"] == 0 else "failed"
         provider = providers.get(row["provider"])
-        client = await _load_client(conn, row["org_id"], provider) if provider else None
+        try:
+            client = await _load_client(conn, row["org_id"], provider) if provider else None
+        except ConnectFailed as failed:
+            return await _refresh_failed(row, str(failed), permanent=True)
+        # A worker that dies here leaves `refreshing`; the sweep takes it up again a minute later.
         await conn.execute(
-            "UPDATE oauth_connections SET status = 'refreshing', updated_at = now() WHERE id = $1", connection_id
+            "UPDATE oauth_connections SET status = 'refreshing', next_refresh_at = now() + interval '60 seconds', "
+            "updated_at = now() WHERE id = $1 AND token_generation = $2",
+            connection_id,
+            row["token_generation"],
         )
     if client is None:
         return await _refresh_failed(row, "the provider's client settings are missing", permanent=False)
@@ -654,33 +750,39 @@ async def _refresh_locked(connection_id: uuid.UUID, on_demand: bool, force: bool
     except DecryptionError as error:
         return await _refresh_failed(row, f"the stored refresh token cannot be read ({error})", permanent=True)
     try:
-        async with _oauth(client) as oauth:
-            token = await oauth.refresh_token(client.endpoints.token_url, refresh_token=old_refresh)
+        async with asyncio.timeout(PROVIDER_CALL_SECONDS), _oauth(client) as oauth:
+            token = _checked_token(await oauth.refresh_token(client.endpoints.token_url, refresh_token=old_refresh))
     except OAuthError as error:
         detail = f"{error.error}{': ' + str(error.description)[:200] if error.description else ''}"
         return await _refresh_failed(row, detail, permanent=error.error == "invalid_grant")
-    except (httpx.HTTPError, OSError, ValueError, outbound.OutboundRefused) as error:
+    except (httpx.HTTPError, OSError, ValueError, TypeError, TimeoutError, outbound.OutboundRefused) as error:
         return await _refresh_failed(row, _describe(error), permanent=False)
     now = _now()
     expires_at, next_refresh = _schedule(token, now)
     new_refresh = token.get("refresh_token")
+    rotated = isinstance(new_refresh, str) and bool(new_refresh) and new_refresh != old_refresh
     async with db.connection() as conn, conn.transaction():
+        await conn.execute(DURABLE)
         # One statement: the new access token and, if the provider rotated it, the new refresh token.
         # A response without a refresh token keeps the old one.
-        await conn.execute(
+        saved = await conn.fetchval(
             "UPDATE oauth_connections SET access_token = $2, refresh_token = COALESCE($3, refresh_token), "
             "token_type = $4, expires_at = $5, next_refresh_at = $6, status = 'active', last_refreshed_at = now(), "
             "refresh_enqueued_at = NULL, refresh_failures = 0, last_error = NULL, updated_at = now(), "
-            "scopes_granted = COALESCE($7, scopes_granted) WHERE id = $1",
+            "scopes_granted = COALESCE($7, scopes_granted), token_generation = token_generation + 1 "
+            "WHERE id = $1 AND token_generation = $8 AND status NOT IN ('revoked', 'needs_reauth') RETURNING id",
             connection_id,
             ring.seal(token["access_token"], _token_context(connection_id, "access")),
-            ring.seal(new_refresh, _token_context(connection_id, "refresh")) if new_refresh else None,
+            ring.seal(str(new_refresh), _token_context(connection_id, "refresh")) if rotated else None,
             str(token.get("token_type") or "Bearer")[:20],
             expires_at,
             next_refresh,
             token.get("scope"),
+            row["token_generation"],
         )
-        detail = "new access token" + (", refresh token rotated" if new_refresh else "")
+        if saved is None:
+            return "not_due"  # disconnected, reconnected or refreshed by someone else meanwhile
+        detail = "new access token" + (", refresh token rotated" if rotated else "")
         if expires_at:
             detail += f"; expires {expires_at:%Y-%m-%d %H:%M:%S} UTC"
         await _history(conn, row["org_id"], connection_id, "refreshed", detail, "system")
@@ -688,15 +790,20 @@ async def _refresh_locked(connection_id: uuid.UUID, on_demand: bool, force: bool
 
 
 async def _refresh_failed(row, detail: str, *, permanent: bool) -> str:
-    """invalid_grant (or an unreadable token): needs_reauth, announced. Anything else: retried with backoff."""
+    """invalid_grant (or an unreadable token): needs_reauth, announced. Anything else: retried with backoff.
+    Only if the tokens are still the ones this refresh read: otherwise someone else has moved on."""
     async with db.connection() as conn, conn.transaction():
         if permanent:
-            await conn.execute(
+            changed = await conn.fetchval(
                 "UPDATE oauth_connections SET status = 'needs_reauth', last_error = $2, next_refresh_at = NULL, "
-                "refresh_enqueued_at = NULL, updated_at = now() WHERE id = $1",
+                "refresh_enqueued_at = NULL, updated_at = now() "
+                "WHERE id = $1 AND token_generation = $3 AND status NOT IN ('revoked', 'needs_reauth') RETURNING id",
                 row["id"],
                 detail,
+                row["token_generation"],
             )
+            if changed is None:
+                return "not_due"
             await _history(conn, row["org_id"], row["id"], "needs_reauth", f"refresh refused: {detail}", "system")
             await _publish(
                 conn,
@@ -707,15 +814,19 @@ async def _refresh_failed(row, detail: str, *, permanent: bool) -> str:
             return "needs_reauth"
         failures = row["refresh_failures"] + 1
         expired = row["expires_at"] is not None and row["expires_at"] <= _now()
-        await conn.execute(
+        changed = await conn.fetchval(
             "UPDATE oauth_connections SET status = $2, last_error = $3, refresh_failures = $4, "
-            "next_refresh_at = now() + $5::interval, refresh_enqueued_at = NULL, updated_at = now() WHERE id = $1",
+            "next_refresh_at = now() + $5::interval, refresh_enqueued_at = NULL, updated_at = now() "
+            "WHERE id = $1 AND token_generation = $6 AND status NOT IN ('revoked', 'needs_reauth') RETURNING id",
             row["id"],
             "error" if expired else "active",
-            detail,
+            detail[:1000],
             failures,
             _backoff(failures),
+            row["token_generation"],
         )
+        if changed is None:
+            return "not_due"
         await _history(conn, row["org_id"], row["id"], "refresh_failed", f"{detail} (attempt {failures})", "system")
     return "failed"
 
@@ -740,31 +851,39 @@ async def get_access_token(connection_id: uuid.UUID, org_id: uuid.UUID | None = 
 
     Raises TokenUnavailable when there is none to give (reconnect needed, disconnected, or the provider
     cannot be reached and the token has run out); NotFound for another organisation's connection."""
-    for _ in range(100):  # waits up to ~20 s for a refresh another process is making
+    for _ in range(150):  # waits up to ~30 s for a refresh another process is making
         async with db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT org_id, access_token, expires_at, next_refresh_at, status FROM oauth_connections WHERE id = $1",
+                "SELECT org_id, access_token, refresh_token, expires_at, next_refresh_at, status, last_error "
+                "FROM oauth_connections WHERE id = $1",
                 connection_id,
             )
         if row is None or (org_id is not None and row["org_id"] != org_id):
             raise NotFound("No such OAuth connection in this organisation.")
         if row["status"] in ("needs_reauth", "revoked") or row["access_token"] is None:
-            raise TokenUnavailable(f"the connection is {row['status']}: an admin must reconnect it")
+            raise TokenUnavailable(f"the connection is {row['status'].replace('_', ' ')}: an admin must reconnect it")
         if _fresh(row["expires_at"], row["next_refresh_at"], _now()):
-            return get_keyring().open(row["access_token"], _token_context(connection_id, "access"))
+            return _open_access(connection_id, row["access_token"])
+        if row["refresh_token"] is None:
+            if row["expires_at"] is not None and row["expires_at"] > _now():
+                return _open_access(connection_id, row["access_token"])
+            raise TokenUnavailable("the access token has expired and there is no refresh token: reconnect it")
         outcome = await refresh(connection_id, on_demand=True)
         if outcome == "busy":
             await asyncio.sleep(0.2)
         elif outcome in ("failed", "needs_reauth", "unavailable"):
-            async with db.connection() as conn:
-                row = await conn.fetchrow(
-                    "SELECT access_token, expires_at, last_error FROM oauth_connections WHERE id = $1", connection_id
-                )
-            if row and row["access_token"] and row["expires_at"] and row["expires_at"] > _now():
-                # Still valid for a few seconds: better than nothing; the sweep retries the refresh.
-                return get_keyring().open(row["access_token"], _token_context(connection_id, "access"))
-            raise TokenUnavailable(f"refreshing failed: {row['last_error'] if row else outcome}")
+            if row["expires_at"] is not None and row["expires_at"] > _now():
+                # Still valid for a moment: better than nothing; the sweep retries the refresh.
+                return _open_access(connection_id, row["access_token"])
+            raise TokenUnavailable(f"refreshing failed ({row['last_error'] or outcome}); it is retried with backoff")
     raise TokenUnavailable("another process kept the connection locked for too long")
+
+
+def _open_access(connection_id: uuid.UUID, sealed: str) -> str:
+    try:
+        return get_keyring().open(sealed, _token_context(connection_id, "access"))
+    except DecryptionError as error:
+        raise TokenUnavailable(f"the stored access token cannot be read ({error}): reconnect it") from None
 
 
 # --- Disconnect ---------------------------------------------------------------------------------------
@@ -772,53 +891,75 @@ async def get_access_token(connection_id: uuid.UUID, org_id: uuid.UUID | None = 
 
 async def disconnect(org_id: uuid.UUID, connection_id: uuid.UUID, actor: str) -> str:
     """Revoke at the provider where it can (RFC 7009), delete the tokens, keep the row and its history.
-    Returns what happened at the provider, for the admin."""
-    async with db.connection() as conn:
-        row = await conn.fetchrow(
-            "SELECT id, provider, account_label, access_token, refresh_token, status FROM oauth_connections "
-            "WHERE org_id = $1 AND id = $2",
-            org_id,
-            connection_id,
-        )
-        if row is None:
-            raise NotFound("No such OAuth connection in this organisation.")
-        provider = providers.get(row["provider"])
-        client = await _load_client(conn, org_id, provider) if provider else None
-    outcome = await _revoke(row, client)
-    async with db.connection() as conn, conn.transaction():
-        await conn.execute(
-            "UPDATE oauth_connections SET access_token = NULL, refresh_token = NULL, status = 'revoked', "
-            "revoked_at = now(), next_refresh_at = NULL, refresh_enqueued_at = NULL, updated_at = now() WHERE id = $1",
-            connection_id,
-        )
-        await _history(conn, org_id, connection_id, "disconnected", outcome, actor)
-        await _publish(
-            conn,
-            org_id,
-            "oauth.connection.disconnected",
-            {"connection_id": str(connection_id), "provider": row["provider"], "account": row["account_label"]},
-        )
+    Returns what happened at the provider, for the admin. Takes the token lock, so a refresh in flight
+    cannot bring tokens back; a second disconnect changes nothing and announces nothing."""
+    async with _locked(connection_id, wait=PROVIDER_CALL_SECONDS + 5):
+        async with db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT id, provider, account_label, access_token, refresh_token, status FROM oauth_connections "
+                "WHERE org_id = $1 AND id = $2",
+                org_id,
+                connection_id,
+            )
+            if row is None:
+                raise NotFound("No such OAuth connection in this organisation.")
+            if row["status"] == "revoked":
+                return "already disconnected"
+            provider = providers.get(row["provider"])
+            try:
+                client = await _load_client(conn, org_id, provider) if provider else None
+            except ConnectFailed:
+                client = None  # the tokens are deleted all the same
+        outcome = await _revoke(row, client)
+        async with db.connection() as conn, conn.transaction():
+            await conn.execute(DURABLE)
+            changed = await conn.fetchval(
+                "UPDATE oauth_connections SET access_token = NULL, refresh_token = NULL, status = 'revoked', "
+                "revoked_at = now(), next_refresh_at = NULL, refresh_enqueued_at = NULL, updated_at = now(), "
+                "token_generation = token_generation + 1 WHERE id = $1 AND status <> 'revoked' RETURNING id",
+                connection_id,
+            )
+            if changed is None:
+                return "already disconnected"
+            await _history(conn, org_id, connection_id, "disconnected", outcome, actor)
+            await _publish(
+                conn,
+                org_id,
+                "oauth.connection.disconnected",
+                {"connection_id": str(connection_id), "provider": row["provider"], "account": row["account_label"]},
+            )
     return outcome
 
 
 async def _revoke(row, client: _Client | None) -> str:
-    if row["status"] == "revoked" or (row["access_token"] is None and row["refresh_token"] is None):
-        return "already disconnected"
+    """RFC 7009: the refresh token first, which ends the whole grant at most providers (Google answers
+    a later access-token revocation with invalid_token); the access token only when there is no
+    refresh token, or the refresh revocation was refused."""
+    if row["access_token"] is None and row["refresh_token"] is None:
+        return "no tokens were stored"
     if client is None or not client.endpoints.revoke_url:
         return "tokens deleted (the provider has no revocation endpoint)"
-    ring, revoked = get_keyring(), []
+    ring = get_keyring()
     try:
-        async with _oauth(client) as oauth:
+        async with asyncio.timeout(PROVIDER_CALL_SECONDS), _oauth(client) as oauth:
             for kind, hint in (("refresh", "refresh_token"), ("access", "access_token")):
                 sealed = row[f"{kind}_token"]
                 if sealed is None:
                     continue
                 token = ring.open(sealed, _token_context(row["id"], kind))
                 response = await oauth.revoke_token(client.endpoints.revoke_url, token=token, token_type_hint=hint)
-                if response.status_code >= 400:
-                    return f"tokens deleted; the provider refused the revocation (HTTP {response.status_code})"
-                revoked.append(hint.replace("_", " "))
-    except (httpx.HTTPError, OSError, outbound.OutboundRefused, DecryptionError, OAuthError) as error:
+                if response.status_code < 400 and _revocation_ok(response):
+                    return f"revoked at the provider ({hint.replace('_', ' ')}) and deleted"
+    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused, DecryptionError, OAuthError) as error:
         log.warning("revoking OAuth connection %s failed: %s", row["id"], error)
         return f"tokens deleted; revoking at the provider failed ({_describe(error)})"
-    return f"revoked at the provider ({' and '.join(revoked)}) and deleted"
+    return "tokens deleted; the provider refused the revocation"
+
+
+def _revocation_ok(response: httpx.Response) -> bool:
+    """RFC 7009 says 200 is success; Slack's auth.revoke answers 200 with {"ok": false} on failure."""
+    try:
+        body = response.json()
+    except ValueError:
+        return True
+    return not (isinstance(body, dict) and body.get("ok") is False)

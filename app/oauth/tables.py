@@ -57,6 +57,10 @@ class OAuthConnection(Table, tablename="oauth_connections"):
     next_refresh_at = Timestamptz(null=True, default=None)
     refresh_enqueued_at = Timestamptz(null=True, default=None)
     refresh_failures = Integer(default=0)
+    # Bumped by every write of tokens (connect, refresh, disconnect): a refresh saves its result only if
+    # nothing else wrote tokens since it read them, and a refused refresh token only counts as
+    # needs_reauth if it is still the stored one.
+    token_generation = Integer(default=0)
     last_error = Text(null=True, default=None)
     connected_by = ForeignKey(User, db_column_name="connected_by", on_delete=OnDelete.set_null, null=True)
     created_at = Timestamptz()

@@ -138,11 +138,14 @@ class OAuthPanel(Controller):
 @get("/oauth/{provider_key:str}/callback", name="oauth:callback", include_in_schema=False)
 async def callback(request: Request, provider_key: FromPath[str]) -> Template | Redirect:
     """Where the provider sends the admin back. Signed in (the usual case): a message on the panel.
-    Started through the API, perhaps in a browser that is not signed in: a small page says how it went."""
+    Not signed in (a flow started through the API must be finished by a signed-in admin of its
+    organisation): a small page says what happened."""
     params = {key: str(value) for key, value in request.query_params.items()}
     session_id = _session(request)
+    principal = request.scope.get("user")
+    admin_of = principal.org_id if principal is not None and principal.is_admin else None
     try:
-        connected = await services.finish_connect(provider_key, params, session_id)
+        connected = await services.finish_connect(provider_key, params, session_id, admin_of)
     except services.ConnectFailed as failed:
         message, ok = str(failed), False
     else:
@@ -172,8 +175,8 @@ class OAuthApi(Controller):
 
     @post("/{provider_key:str}/connect", opt=WRITE, status_code=200, summary="Start a connection")
     async def connect(self, request: Request, provider_key: FromPath[str]) -> dict[str, str]:
-        """Returns the provider's authorization URL: open it in a browser to grant access. The flow is
-        bound to its single-use state; the callback answers with a small page saying how it went."""
+        """Returns the provider's authorization URL. Open it in a browser signed in to the portal as an admin
+        of this organisation: the flow is finished there (anyone else sent the link is refused)."""
         principal = principal_of(request)
         try:
             url = await services.start_connect(

@@ -62,8 +62,8 @@ async def test_admin_connects_the_sandbox_grants_access_and_disconnects(page, fa
     question = await panel.disconnect(row)
     assert question.startswith("Disconnect “ada@sandbox.test”?"), question
     await expect(panel.flashes).to_have_text(
-        ["Disconnected ada@sandbox.test: revoked at the provider (refresh token and access token) and deleted."]
+        ["Disconnected ada@sandbox.test: revoked at the provider (refresh token) and deleted."]
     )
     await expect(panel.rows()).to_have_count(0)
     await expect(panel.table).to_have_count(0)
-    assert (await sandbox.stats())["revocations"] == revocations + 2
+    assert (await sandbox.stats())["revocations"] > revocations  # the grant, and with it the access token
