@@ -1,0 +1,1 @@
+"""Integrations with ordered providers: health checks, circuit breakers, failover and rate limits."""
