@@ -12,5 +12,6 @@ APP_REGISTRY = AppRegistry(
         "app.events.piccolo_app",
         "app.webhooks.piccolo_app",
         "app.oauth.piccolo_app",
+        "app.integrations.piccolo_app",
     ]
 )

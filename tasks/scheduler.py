@@ -20,6 +20,7 @@ import asyncpg
 from app.core import heartbeat, queue
 from app.core.redis import get_redis
 from app.core.settings import get_settings
+from app.integrations import services as integrations
 from app.oauth import services as oauth
 from app.webhooks import fanout, schedule, stats
 
@@ -70,6 +71,13 @@ class Scheduler:
         await heartbeat.beat("scheduler")
         await queue.asend("heartbeat")
 
+    async def check_health(self) -> int:
+        """Integration providers whose health-check interval has passed go to the workers."""
+        due = await integrations.due_health_checks()
+        if due:
+            await queue.asend_many("run_health_check", [(str(provider_id),) for provider_id in due])
+        return len(due)
+
     async def refresh_oauth(self) -> int:
         """OAuth connections whose refresh time has come go to the workers."""
         due = await oauth.due_for_refresh()
@@ -111,7 +119,7 @@ class Scheduler:
             now = loop.time()
             if now >= next_sweep:
                 # Each on its own: one failing (a database error, a bug) must not stop the others.
-                for step in (self.sweep, stats.flush, self.refresh_oauth):  # flush: the lost attempts counted
+                for step in (self.sweep, stats.flush, self.refresh_oauth, self.check_health):  # flush: lost attempts
                     failed |= not await self._step(step)
                 next_sweep = now + SWEEP_SECONDS
             if now >= next_beat:

@@ -18,6 +18,7 @@ ACTORS = {
     "run_bulk_job": "bulk",
     "heartbeat": "system",
     "refresh_oauth_token": "oauth",
+    "run_health_check": "integrations",
 }
 
 

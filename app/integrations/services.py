@@ -1,0 +1,394 @@
+"""Integrations: which provider is active, health checks, failover and failback, and calling a provider.
+
+Traffic goes to one provider at a time, the integration's active one. Health checks and real calls
+both feed each provider's circuit breaker (Redis, shared by every process). `evaluate` decides, under a
+per-integration advisory lock so that two processes never switch at once:
+- **failover** (automatic mode): the active provider's breaker is open; traffic moves to the next
+  provider by priority whose breaker lets calls through and whose last check was not a failure;
+- **failback** (automatic mode): the primary (the first enabled provider by priority) has been healthy
+  for `failback_after_seconds`; traffic returns to it.
+Every switch writes a `failover_events` row and publishes `integration.failover` or
+`integration.failback`. `call_integration` is the one way to call a provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from app.core import db, outbound, problems
+from app.core.crypto import DecryptionError, get_keyring
+from app.integrations import breaker, ratelimit
+from app.integrations.breaker import BreakerPolicy
+
+log = logging.getLogger("intime.integrations")
+CHECK_TIMEOUT_SECONDS = 10.0
+CALL_TIMEOUT_SECONDS = 30.0
+MAX_WAIT_FOR_LIMIT_SECONDS = 2.0  # a call over the rate limit waits this long at most, then is deferred
+NotFound = problems.NotFound
+
+
+class NoHealthyProvider(Exception):
+    """Every provider of the integration is disabled or failing."""
+
+
+class Deferred(Exception):
+    """Over the provider's rate limit: run the call again after `retry_after` seconds (never dropped)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"over the rate limit; retry in {retry_after:.1f} s")
+        self.retry_after = retry_after
+
+
+class CallFailed(Exception):
+    """The provider answered with an error or not at all (recorded for its breaker)."""
+
+
+def credentials_context(provider_id: uuid.UUID) -> str:
+    return f"integration-provider:{provider_id}"
+
+
+def policy_of(integration) -> BreakerPolicy:
+    return BreakerPolicy(
+        failure_threshold=integration["breaker_failure_threshold"],
+        failure_rate=integration["breaker_failure_rate_percent"] / 100,
+        min_calls=integration["breaker_min_calls"],
+        window_seconds=integration["breaker_window_seconds"],
+        cooldown_seconds=integration["breaker_cooldown_seconds"],
+        cooldown_max_seconds=integration["breaker_cooldown_max_seconds"],
+        probe_successes=integration["breaker_probe_successes"],
+    )
+
+
+# --- Set-up (the seed, tests; the pages' forms come with the integration pages) ------------------------
+
+
+async def create_integration(org_id: uuid.UUID, name: str, kind: str, **settings: Any) -> uuid.UUID:
+    integration_id = uuid.uuid4()
+    columns = {"failover_mode", "failback_mode", "failback_after_seconds", "health_interval_seconds"}
+    columns |= {f"breaker_{n}" for n in ("failure_threshold", "failure_rate_percent", "min_calls", "window_seconds")}
+    columns |= {f"breaker_{n}" for n in ("cooldown_seconds", "cooldown_max_seconds", "probe_successes")}
+    unknown = set(settings) - columns
+    if unknown:
+        raise ValueError(f"unknown integration settings: {', '.join(sorted(unknown))}")
+    names = ["id", "org_id", "name", "kind", *settings]
+    values = [integration_id, org_id, name, kind, *settings.values()]
+    placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    async with db.connection() as conn:
+        await conn.execute(
+            f"INSERT INTO integrations ({', '.join(names)}, description, created_at, updated_at) "  # noqa: S608
+            f"VALUES ({placeholders}, '', now(), now())",
+            *values,
+        )
+    return integration_id
+
+
+async def add_provider(
+    integration_id: uuid.UUID,
+    name: str,
+    endpoint_url: str,
+    health_url: str,
+    *,
+    priority: int,
+    kind: str = "",
+    credentials: str | None = None,
+    rate_limit_per_hour: int | None = None,
+) -> uuid.UUID:
+    for url in (endpoint_url, health_url):
+        await outbound.check_url(url)
+    provider_id = uuid.uuid4()
+    sealed = get_keyring().seal(credentials, credentials_context(provider_id)) if credentials else None
+    async with db.connection() as conn:
+        await conn.execute(
+            "INSERT INTO integration_providers (id, integration_id, org_id, name, kind, priority, endpoint_url, "
+            "health_url, credentials, enabled, rate_limit_per_hour, created_at, updated_at) "
+            "SELECT $1, id, org_id, $3, $4, $5, $6, $7, $8, true, $9, now(), now() FROM integrations WHERE id = $2",
+            provider_id,
+            integration_id,
+            name,
+            kind,
+            priority,
+            endpoint_url,
+            health_url,
+            sealed,
+            rate_limit_per_hour,
+        )
+    return provider_id
+
+
+# --- State --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProviderView:
+    row: dict[str, Any]
+    breaker: breaker.BreakerState
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.row["id"]
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.row["enabled"]) and self.breaker.allows_calls and self.row["last_ok"] is not False
+
+
+async def _load(conn, integration_id: uuid.UUID, *, lock: bool = False):
+    query = (
+        "SELECT * FROM integrations WHERE id = $1 FOR UPDATE" if lock else "SELECT * FROM integrations WHERE id = $1"
+    )
+    integration = await conn.fetchrow(query, integration_id)
+    if integration is None:
+        raise NotFound("No such integration.")
+    rows = await conn.fetch(
+        "SELECT * FROM integration_providers WHERE integration_id = $1 ORDER BY priority, created_at", integration_id
+    )
+    policy = policy_of(integration)
+    views = [ProviderView(dict(row), await breaker.state(row["id"], policy)) for row in rows]
+    return integration, views
+
+
+def _active(integration, views: list[ProviderView]) -> ProviderView | None:
+    by_id = {v.id: v for v in views}
+    if integration["active_provider_id"] in by_id:
+        return by_id[integration["active_provider_id"]]
+    return next((v for v in views if v.row["enabled"]), None)
+
+
+async def evaluate(integration_id: uuid.UUID) -> str | None:
+    """Fail over or back if the providers' health says so; returns "failover", "failback" or None."""
+    async with db.connection() as conn, conn.transaction():
+        integration, views = await _load(conn, integration_id, lock=True)
+        active = _active(integration, views)
+        primary = next((v for v in views if v.row["enabled"]), None)
+        if primary is None:
+            return None
+        now = datetime.now(UTC)
+        # Failback bookkeeping: how long the primary has been healthy without a break.
+        primary_healthy = primary.breaker.state == "closed" and primary.row["last_ok"] is not False
+        since = integration["primary_healthy_since"]
+        if primary_healthy and since is None:
+            since = now
+        elif not primary_healthy:
+            since = None
+        if since != integration["primary_healthy_since"]:
+            await conn.execute(
+                "UPDATE integrations SET primary_healthy_since = $2 WHERE id = $1", integration_id, since
+            )
+        if active is None:
+            return None
+        if not active.breaker.allows_calls and integration["failover_mode"] == "automatic":
+            target = _next_usable(views, after=active)
+            if target is not None:
+                reason = f"{active.row['name']}'s circuit opened ({active.breaker.trips} trip(s))"
+                await _switch(conn, integration, active, target, "failover", "automatic", reason, "system")
+                return "failover"
+        if (
+            active.id != primary.id
+            and integration["failback_mode"] == "automatic"
+            and since is not None
+            and now - since >= timedelta(seconds=integration["failback_after_seconds"])
+        ):
+            reason = f"{primary.row['name']} healthy for {integration['failback_after_seconds']} s"
+            await _switch(conn, integration, active, primary, "failback", "automatic", reason, "system")
+            return "failback"
+    return None
+
+
+def _next_usable(views: list[ProviderView], after: ProviderView) -> ProviderView | None:
+    """The next usable provider in priority order after `after`, wrapping round to those before it."""
+    index = next((n for n, v in enumerate(views) if v.id == after.id), -1)
+    for view in views[index + 1 :] + views[: max(index, 0)]:
+        if view.id != after.id and view.usable:
+            return view
+    return None
+
+
+async def _switch(conn, integration, source: ProviderView | None, target: ProviderView, kind, trigger, reason, actor):
+    await conn.execute(
+        "UPDATE integrations SET active_provider_id = $2, updated_at = now() WHERE id = $1",
+        integration["id"],
+        target.id,
+    )
+    await conn.execute(
+        "INSERT INTO failover_events (id, integration_id, org_id, kind, from_provider_id, to_provider_id, trigger, "
+        "reason, actor, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())",
+        uuid.uuid4(),
+        integration["id"],
+        integration["org_id"],
+        kind,
+        source.id if source else None,
+        target.id,
+        trigger,
+        reason[:1000],
+        actor[:200],
+    )
+    payload = {
+        "integration_id": str(integration["id"]),
+        "from_provider": source.row["name"] if source else None,
+        "to_provider": target.row["name"],
+        "trigger": trigger,
+        "reason": reason[:300],
+    }
+    await conn.execute(
+        "SELECT publish_event($1, NULL, $2::jsonb, NULL, '{}'::jsonb, $3)",
+        f"integration.{kind}",
+        json.dumps(payload),
+        integration["org_id"],
+    )
+    log.info(
+        "integration %s: %s from %s to %s (%s)",
+        integration["id"],
+        kind,
+        payload["from_provider"],
+        target.row["name"],
+        reason,
+    )
+
+
+async def trigger_failover(org_id: uuid.UUID, integration_id: uuid.UUID, reason: str, actor: str) -> dict[str, Any]:
+    """An admin's "Trigger failover": traffic moves to the next usable provider, audited."""
+    reason = reason.strip()
+    if not reason:
+        raise problems.Problem(422, "Say why you are failing over (the reason goes into the audit trail).")
+    async with db.connection() as conn, conn.transaction():
+        integration, views = await _load(conn, integration_id, lock=True)
+        if integration["org_id"] != org_id:
+            raise NotFound("No such integration in this organisation.")
+        active = _active(integration, views)
+        target = _next_usable(views, after=active) if active else next((v for v in views if v.usable), None)
+        if target is None:
+            raise problems.Problem(409, "No other provider is enabled and healthy: there is nowhere to fail over to.")
+        kind = "failback" if target.id == next(v.id for v in views if v.row["enabled"]) else "failover"
+        await _switch(conn, integration, active, target, kind, "manual", reason[:1000], actor)
+    return {"from": active.row["name"] if active else None, "to": target.row["name"], "kind": kind}
+
+
+# --- Health checks ------------------------------------------------------------------------------------
+
+
+async def due_health_checks(limit: int = 500) -> list[uuid.UUID]:
+    """The scheduler's sweep: providers whose check interval has passed (each enqueued once per interval)."""
+    async with db.connection() as conn:
+        rows = await conn.fetch(
+            "UPDATE integration_providers SET check_enqueued_at = now() WHERE id IN ("
+            "SELECT p.id FROM integration_providers p JOIN integrations i ON i.id = p.integration_id "
+            "WHERE p.enabled AND (p.last_checked_at IS NULL OR "
+            "p.last_checked_at <= now() - make_interval(secs => i.health_interval_seconds)) "
+            "AND (p.check_enqueued_at IS NULL OR p.check_enqueued_at <= now() - make_interval(secs => "
+            "i.health_interval_seconds)) ORDER BY p.last_checked_at NULLS FIRST LIMIT $1 "
+            "FOR UPDATE OF p SKIP LOCKED) RETURNING id",
+            limit,
+        )
+    return [row["id"] for row in rows]
+
+
+async def check_provider(provider_id: uuid.UUID) -> bool | None:
+    """One health check: GET the provider's health URL through the outbound guard; 2xx is up. The result
+    is stored, reported to the breaker, and may switch the integration's provider."""
+    async with db.connection() as conn:
+        provider = await conn.fetchrow("SELECT * FROM integration_providers WHERE id = $1", provider_id)
+        if provider is None:
+            return None
+        integration = await conn.fetchrow("SELECT * FROM integrations WHERE id = $1", provider["integration_id"])
+    started = time.perf_counter()
+    status, error_class = None, None
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            response = await outbound.request("GET", provider["health_url"], None, {}, CHECK_TIMEOUT_SECONDS)
+            await response.aclose()
+        status = response.status_code
+        ok = 200 <= status < 300
+        if not ok:
+            error_class = "http_status"
+    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused) as error:
+        ok, error_class = False, outbound.classify_error(error)
+    latency = int((time.perf_counter() - started) * 1000)
+    async with db.connection() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO health_checks (id, provider_id, org_id, at, ok, latency_ms, status_code, error_class) "
+            "VALUES ($1, $2, $3, now(), $4, $5, $6, $7)",
+            uuid.uuid4(),
+            provider_id,
+            provider["org_id"],
+            ok,
+            latency,
+            status,
+            error_class,
+        )
+        await conn.execute(
+            "UPDATE integration_providers SET last_checked_at = now(), check_enqueued_at = NULL, last_ok = $2, "
+            "last_latency_ms = $3, last_error = $4 WHERE id = $1",
+            provider_id,
+            ok,
+            latency,
+            None if ok else (f"HTTP {status}" if status else error_class),
+        )
+    await breaker.record(provider_id, ok, policy_of(integration))
+    await evaluate(provider["integration_id"])
+    return ok
+
+
+# --- Calling a provider -------------------------------------------------------------------------------
+
+
+async def call_integration(integration_id: uuid.UUID, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The one way to call a provider: the active one (failing over first if its circuit is open), within
+    its rate limit (waiting briefly, else Deferred), its outcome reported to its breaker."""
+    if not operation.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"operation {operation!r} is not a plain name")
+    async with db.connection() as conn:
+        integration, views = await _load(conn, integration_id)
+    active = _active(integration, views)
+    if active is not None and not active.breaker.allows_calls:
+        await evaluate(integration_id)
+        async with db.connection() as conn:
+            integration, views = await _load(conn, integration_id)
+        active = _active(integration, views)
+    if active is None or not active.breaker.allows_calls or not active.row["enabled"]:
+        raise NoHealthyProvider(f"integration {integration['name']}: no provider can take calls now")
+    limit = active.row["rate_limit_per_hour"]
+    if limit:
+        deadline = time.monotonic() + MAX_WAIT_FOR_LIMIT_SECONDS
+        while not (taken := await ratelimit.take(active.id, limit)).taken:
+            if time.monotonic() + taken.wait_seconds > deadline:
+                raise Deferred(taken.wait_seconds)
+            await asyncio.sleep(taken.wait_seconds)
+    headers = {"Content-Type": "application/json"}
+    if active.row["credentials"]:
+        try:
+            secret = get_keyring().open(active.row["credentials"], credentials_context(active.id))
+        except DecryptionError as error:
+            raise CallFailed(f"{active.row['name']}: its credentials cannot be read ({error})") from None
+        headers["Authorization"] = f"Bearer {secret}"
+    url = active.row["endpoint_url"].rstrip("/") + "/" + operation
+    try:
+        async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
+            response = await outbound.request("POST", url, json.dumps(payload).encode(), headers, CALL_TIMEOUT_SECONDS)
+            try:
+                raw = (await response.aread())[:1_000_000]
+            finally:
+                await response.aclose()
+        ok = response.status_code < 500 and response.status_code not in (408, 429)
+    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused) as error:
+        await breaker.record(active.id, False, policy_of(integration))
+        await evaluate(integration_id)
+        raise CallFailed(f"{active.row['name']}: {outbound.classify_error(error)}") from None
+    state = await breaker.record(active.id, ok, policy_of(integration))
+    if not state.allows_calls:
+        await evaluate(integration_id)
+    if not ok or response.status_code >= 400:
+        raise CallFailed(f"{active.row['name']} answered HTTP {response.status_code}")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = {"text": raw[:10_000].decode("utf-8", "replace")}
+    return {"provider": active.row["name"], "status": response.status_code, "body": body}

@@ -1,0 +1,175 @@
+"""Integrations against local provider servers on 127.0.0.1 that the tests take down and restore:
+automatic failover and failback from health checks and from real calls, manual trigger, rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from app.core import db, problems
+from app.integrations import services
+from tests.receiver import Answer, Receiver
+
+FAST = {
+    "breaker_failure_threshold": 2,
+    "breaker_cooldown_seconds": 1,
+    "breaker_cooldown_max_seconds": 4,
+    "breaker_probe_successes": 1,
+    "failback_after_seconds": 1,
+}
+
+
+@pytest.fixture
+async def providers():
+    primary, secondary = await Receiver().start(), await Receiver().start()
+    yield primary, secondary
+    await primary.stop()
+    await secondary.stop()
+
+
+async def setup(factory, providers, **settings):
+    org = await factory.org()
+    primary, secondary = providers
+    integration = await services.create_integration(org.id, "Email delivery", "email", **(FAST | settings))
+    first = await services.add_provider(
+        integration, "SendGrid", primary.url, primary.url, priority=1, credentials="sg-key"
+    )
+    second = await services.add_provider(
+        integration, "Mailgun", secondary.url, secondary.url, priority=2, credentials="mg-key"
+    )
+    return org, integration, first, second
+
+
+async def active_of(integration_id):
+    async with db.connection() as conn:
+        return await conn.fetchval("SELECT active_provider_id FROM integrations WHERE id = $1", integration_id)
+
+
+async def audit(integration_id):
+    async with db.connection() as conn:
+        return await conn.fetch(
+            "SELECT kind, trigger, reason, actor, from_provider_id, to_provider_id FROM failover_events "
+            "WHERE integration_id = $1 ORDER BY at",
+            integration_id,
+        )
+
+
+async def published(event_type):
+    async with db.connection() as conn:
+        rows = await conn.fetch("SELECT payload::text FROM events WHERE event_type = $1", event_type)
+    return [json.loads(r["payload"]) for r in rows]
+
+
+async def test_health_checks_fail_over_when_the_primary_goes_down_and_back_when_it_recovers(factory, providers):
+    primary, _ = providers
+    _org, integration, first, second = await setup(factory, providers)
+    assert await services.check_provider(first) is True
+    primary.default = Answer(status=503)
+    assert await services.check_provider(first) is False
+    assert await active_of(integration) in (None, first)  # one failure: the breaker is still closed
+    await services.check_provider(first)
+    assert await active_of(integration) == second
+    [switch] = await audit(integration)
+    assert (switch["kind"], switch["trigger"], switch["from_provider_id"], switch["to_provider_id"]) == (
+        "failover",
+        "automatic",
+        first,
+        second,
+    )
+    assert "circuit opened" in switch["reason"]
+    assert [e["to_provider"] for e in await published("integration.failover")] == ["Mailgun"]
+
+    primary.default = Answer(status=200)
+    await asyncio.sleep(1.1)  # the cooldown: the next check is a probe
+    assert await services.check_provider(first) is True
+    assert await active_of(integration) == second  # healthy, but not for long enough yet
+    await asyncio.sleep(1.1)
+    await services.check_provider(first)
+    assert await active_of(integration) == first
+    assert [e["to_provider"] for e in await published("integration.failback")] == ["SendGrid"]
+    assert [a["kind"] for a in await audit(integration)] == ["failover", "failback"]
+
+
+async def test_failed_calls_count_too_and_the_next_call_goes_to_the_next_provider(factory, providers):
+    primary, secondary = providers
+    _, integration, first, second = await setup(factory, providers, failback_mode="manual")
+    primary.default = Answer(status=500)
+    for _ in range(2):
+        with pytest.raises(services.CallFailed, match="SendGrid answered HTTP 500"):
+            await services.call_integration(integration, "send", {"to": "ada@example.test"})
+    assert await active_of(integration) == second
+    result = await services.call_integration(integration, "send", {"to": "ada@example.test"})
+    assert result["provider"] == "Mailgun" and result["status"] == 200
+    [call] = secondary.log
+    assert (call.method, call.path) == ("POST", "/hook/send")
+    assert call.headers["authorization"] == "Bearer mg-key" and json.loads(call.body) == {"to": "ada@example.test"}
+    # Manual failback: the primary recovering changes nothing by itself.
+    primary.default = Answer(status=200)
+    await asyncio.sleep(2.2)
+    await services.check_provider(first)
+    await services.check_provider(first)
+    assert await active_of(integration) == second
+
+
+async def test_a_manual_failover_is_audited_and_announced(factory, providers):
+    org, integration, first, _second = await setup(factory, providers)
+    with pytest.raises(problems.Problem, match="Say why"):
+        await services.trigger_failover(org.id, integration, "  ", "admin@example.test")
+    moved = await services.trigger_failover(org.id, integration, "SendGrid maintenance window", "admin@example.test")
+    assert moved == {"from": "SendGrid", "to": "Mailgun", "kind": "failover"}
+    [row] = await audit(integration)
+    assert (row["trigger"], row["reason"], row["actor"]) == (
+        "manual",
+        "SendGrid maintenance window",
+        "admin@example.test",
+    )
+    [event] = await published("integration.failover")
+    assert event["trigger"] == "manual" and event["from_provider"] == "SendGrid"
+    back = await services.trigger_failover(org.id, integration, "maintenance over", "admin@example.test")
+    assert back["kind"] == "failback" and await active_of(integration) == first
+    other = await factory.org()
+    with pytest.raises(problems.NotFound):
+        await services.trigger_failover(other.id, integration, "not mine", "mallory@example.test")
+
+
+async def test_nowhere_to_fail_over_to_is_an_error_not_a_switch(factory, providers):
+    _primary, secondary = providers
+    org, integration, _first, second = await setup(factory, providers)
+    secondary.default = Answer(status=503)
+    await services.check_provider(second)
+    with pytest.raises(problems.Problem, match="nowhere to fail over to"):
+        await services.trigger_failover(org.id, integration, "try", "admin@example.test")
+    assert await audit(integration) == []
+
+
+async def test_a_call_over_the_rate_limit_is_deferred_not_dropped(factory, providers):
+    org = await factory.org()
+    primary, _ = providers
+    integration = await services.create_integration(org.id, "SMS", "sms")
+    await services.add_provider(integration, "Twilio", primary.url, primary.url, priority=1, rate_limit_per_hour=2)
+    for _ in range(2):
+        await services.call_integration(integration, "send", {"n": 1})
+    with pytest.raises(services.Deferred) as deferred:
+        await services.call_integration(integration, "send", {"n": 3})
+    assert 1700 < deferred.value.retry_after <= 1800  # two an hour: the next token in 30 minutes
+    assert len(primary.log) == 2
+
+
+async def test_the_scheduler_and_a_worker_run_the_checks_and_fail_over_on_their_own(
+    factory, providers, worker_process, scheduler
+):
+    from tests.pipeline import wait_until
+
+    primary, _ = providers
+    _, integration, first, second = await setup(factory, providers, health_interval_seconds=1)
+    primary.default = Answer(status=503)
+
+    async def failed_over():
+        return await active_of(integration) == second
+
+    await wait_until(failed_over, timeout=15)
+    async with db.connection() as conn:
+        checks = await conn.fetchval("SELECT count(*) FROM health_checks WHERE provider_id = $1 AND NOT ok", first)
+    assert checks >= 2  # the breaker's threshold: two failed checks in a row
