@@ -369,13 +369,19 @@ async def test_key_rotation_reseals_every_secret_with_the_new_key(client, factor
 
     admin = await admin_with_sandbox(client, factory)
     connection_id = await connect(client)
+    from app.integrations import services as integrations
+
+    integration = await integrations.create_integration(admin.org.id, "Email", "email")
+    await integrations.add_provider(
+        integration, "p", "http://127.0.0.1:9/", "http://127.0.0.1:9/", priority=1, credentials="k"
+    )
     webhook, secret = await webhooks.create_webhook(
         admin.org.id, {"name": "w", "url": "http://127.0.0.1:9/h", "event_patterns": ["*"], "headers": {"X-Key": "k"}}
     )
     token = await services.get_access_token(connection_id)
     new_ring = crypto.KeyRing((b"\x07" * 32, *get_settings().security.encryption_keys))
     monkeypatch.setattr(crypto, "get_keyring", lambda: new_ring)
-    for module in (keyrotation, services, webhooks):
+    for module in (keyrotation, services, webhooks, integrations):
         monkeypatch.setattr(module, "get_keyring", lambda: new_ring)
     done = await keyrotation.rotate()
     assert done["oauth_connections.access_token"] == 1 and done["webhooks.secret"] == 1
@@ -387,6 +393,19 @@ async def test_key_rotation_reseals_every_secret_with_the_new_key(client, factor
         stored = await conn.fetchval("SELECT secret FROM webhooks WHERE id = $1", webhook.id)
     assert new_ring.open(stored, f"webhook:{webhook.id}") == secret
     assert (await keyrotation.rotate())["oauth_connections.access_token"] == 0  # nothing left: resumable
+    # No column anywhere still holds a value sealed with the old key: every sealed column is known.
+    old_kid = crypto.key_id(get_settings().security.encryption_keys[0])
+    async with db.connection() as conn:
+        columns = await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+            "AND data_type IN ('text', 'jsonb', 'character varying')"
+        )
+        for column in columns:
+            stale = await conn.fetchval(
+                f'SELECT count(*) FROM "{column["table_name"]}" WHERE "{column["column_name"]}"::text LIKE $1',  # noqa: S608
+                f"%v1.{old_kid}.%",
+            )
+            assert stale == 0, f"{column['table_name']}.{column['column_name']} still sealed with the old key"
 
 
 async def test_a_provider_of_your_own_is_set_up_from_its_discovery_document(client, factory, sandbox):

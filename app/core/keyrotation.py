@@ -26,8 +26,8 @@ class Sealed:
     json_map: bool = False  # a JSON object whose values are each sealed (webhook custom headers)
 
 
-# Every sealed column; a new one must be added here (tests/test_keyrotation.py checks the schema for
-# text columns that hold sealed values without being listed).
+# Every sealed column; a new one must be added here (tests/test_oauth.py checks that every sealed value
+# in a populated database is found by the rotation).
 SEALED = (
     Sealed("webhooks", "secret", lambda i: f"webhook:{i}"),
     Sealed("webhooks", "previous_secret", lambda i: f"webhook:{i}"),
@@ -35,6 +35,7 @@ SEALED = (
     Sealed("oauth_clients", "client_secret", lambda i: f"oauth-client:{i}"),
     Sealed("oauth_connections", "access_token", lambda i: f"oauth-connection:{i}:access"),
     Sealed("oauth_connections", "refresh_token", lambda i: f"oauth-connection:{i}:refresh"),
+    Sealed("integration_providers", "credentials", lambda i: f"integration-provider:{i}"),
 )
 
 
