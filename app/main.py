@@ -21,6 +21,7 @@ from app.core.redis import close_redis
 from app.core.settings import ROOT, get_settings
 from app.core.templating import template_config
 from app.events.controllers import CatalogPage, EventsApi
+from app.integrations import api as integrations_api
 from app.oauth import web as oauth_web
 from app.portal.controllers import PortalController, healthz, root
 from app.webhooks import api as webhooks_api
@@ -54,7 +55,7 @@ def create_app() -> Litestar:
     api = Router(
         path=API_PREFIX,
         guards=[api_token],
-        route_handlers=[EventsApi, *webhooks_api.ROUTES, *oauth_web.API],
+        route_handlers=[EventsApi, *webhooks_api.ROUTES, *oauth_web.API, *integrations_api.ROUTES],
         security=[{"BearerToken": []}],
     )
     return Litestar(

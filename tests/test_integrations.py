@@ -173,3 +173,45 @@ async def test_the_scheduler_and_a_worker_run_the_checks_and_fail_over_on_their_
     async with db.connection() as conn:
         checks = await conn.fetchval("SELECT count(*) FROM health_checks WHERE provider_id = $1 AND NOT ok", first)
     assert checks >= 2  # the breaker's threshold: two failed checks in a row
+
+
+async def test_the_api_shows_health_and_failover_and_takes_changes_and_triggers(client, factory, providers):
+    primary, _ = providers
+    org, integration, first, _second = await setup(factory, providers)
+    primary.default = Answer(status=503)
+    await services.check_provider(first)
+    _, token = await factory.token(org, scopes="integrations:write")
+    bearer = {"authorization": f"Bearer {token}"}
+    listed = (await client.get("/api/v1/integrations", headers=bearer)).json()["items"]
+    [item] = listed
+    assert item["active_provider"] == "SendGrid" and [p["name"] for p in item["providers"]] == ["SendGrid", "Mailgun"]
+    assert item["providers"][0]["last_ok"] is False and item["providers"][0]["last_error"] == "HTTP 503"
+    assert "credentials" not in str(listed).replace("has_credentials", "") and "sg-key" not in str(listed)
+    base = f"/api/v1/integrations/{integration}"
+    assert (await client.get(f"{base}/failover", headers=bearer)).json()["failover_mode"] == "automatic"
+    changed = await client.put(
+        f"{base}/failover", json={"failback_mode": "manual", "failback_after_seconds": 600}, headers=bearer
+    )
+    assert changed.status_code == 200 and changed.json()["failback_mode"] == "manual"
+    bad = await client.put(
+        f"{base}/failover", json={"failover_mode": "sometimes", "breaker_min_calls": -1, "colour": 1}, headers=bearer
+    )
+    assert bad.status_code == 422
+    assert {e["field"] for e in bad.json()["errors"]} == {"failover_mode", "breaker_min_calls", "colour"}
+    no_reason = await client.post(f"{base}/failover", json={}, headers=bearer)
+    assert no_reason.status_code == 422
+    moved = await client.post(f"{base}/failover", json={"reason": "vendor incident"}, headers=bearer)
+    assert moved.status_code == 200 and moved.json()["to"] == "Mailgun"
+    one = (await client.get(base, headers=bearer)).json()
+    assert one["active_provider"] == "Mailgun"
+    assert one["audit"][0]["reason"] == "vendor incident" and one["audit"][0]["actor"].startswith("API token")
+    # A read-only token cannot trigger; another organisation's token does not see it.
+    _, reader = await factory.token(org, scopes="integrations:read")
+    refused = await client.post(f"{base}/failover", json={"reason": "x"}, headers={"authorization": f"Bearer {reader}"})
+    assert refused.status_code == 403
+    _, stranger = await factory.token(await factory.org(), scopes="integrations:write")
+    hidden = await client.get(base, headers={"authorization": f"Bearer {stranger}"})
+    assert hidden.status_code == 404
+    assert (await client.get("/api/v1/integrations", headers={"authorization": f"Bearer {stranger}"})).json()[
+        "items"
+    ] == []

@@ -392,3 +392,136 @@ async def call_integration(integration_id: uuid.UUID, operation: str, payload: d
     except ValueError:
         body = {"text": raw[:10_000].decode("utf-8", "replace")}
     return {"provider": active.row["name"], "status": response.status_code, "body": body}
+
+
+# --- Reading and configuring (pages and API) ----------------------------------------------------------
+
+FAILOVER_LIMITS = {
+    "failback_after_seconds": (0, 86_400),
+    "health_interval_seconds": (5, 86_400),
+    "breaker_failure_threshold": (1, 1000),
+    "breaker_failure_rate_percent": (1, 100),
+    "breaker_min_calls": (1, 100_000),
+    "breaker_window_seconds": (5, 86_400),
+    "breaker_cooldown_seconds": (1, 86_400),
+    "breaker_cooldown_max_seconds": (1, 604_800),
+    "breaker_probe_successes": (1, 100),
+}
+MODES = {"failover_mode": ("automatic", "manual"), "failback_mode": ("automatic", "manual")}
+
+
+def failover_config(integration) -> dict[str, Any]:
+    return {name: integration[name] for name in (*MODES, *FAILOVER_LIMITS)}
+
+
+async def _owned(conn, org_id: uuid.UUID, integration_id: uuid.UUID):
+    row = await conn.fetchrow("SELECT * FROM integrations WHERE id = $1 AND org_id = $2", integration_id, org_id)
+    if row is None:
+        raise NotFound("No such integration in this organisation.")
+    return row
+
+
+async def update_failover(org_id: uuid.UUID, integration_id: uuid.UUID, data: Any) -> dict[str, Any]:
+    """Replace the failover settings; every field is checked, and nothing is saved unless all are good."""
+    if not isinstance(data, dict):
+        raise problems.Problem(422, "The failover settings are a JSON object.")
+    errors = []
+    unknown = set(data) - set(MODES) - set(FAILOVER_LIMITS)
+    errors += [{"field": name, "message": "is not a failover setting"} for name in sorted(unknown)]
+    values: dict[str, Any] = {}
+    for name, allowed in MODES.items():
+        if name in data:
+            if data[name] not in allowed:
+                errors.append({"field": name, "message": f"is one of {', '.join(allowed)}"})
+            else:
+                values[name] = data[name]
+    for name, (low, high) in FAILOVER_LIMITS.items():
+        if name in data:
+            value = data[name]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                errors.append({"field": name, "message": f"is a whole number from {low:,} to {high:,}"})
+            else:
+                values[name] = value
+    async with db.connection() as conn, conn.transaction():
+        current = await _owned(conn, org_id, integration_id)
+        merged = failover_config(current) | values
+        if merged["breaker_cooldown_max_seconds"] < merged["breaker_cooldown_seconds"]:
+            errors.append({"field": "breaker_cooldown_max_seconds", "message": "is at least the cooldown"})
+        if errors:
+            detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+            raise problems.Problem(422, f"The failover settings are not valid: {detail}", errors)
+        if values:
+            assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(values, start=2))
+            await conn.execute(
+                f"UPDATE integrations SET {assignments}, updated_at = now() WHERE id = $1",  # noqa: S608
+                integration_id,
+                *values.values(),
+            )
+    return merged
+
+
+async def overview(org_id: uuid.UUID, integration_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+    """Integrations with their providers (never credentials), which one is active, and each provider's
+    health: its breaker, its last check and its rate-limit use."""
+    async with db.connection() as conn:
+        if integration_id is None:
+            ids = [
+                r["id"] for r in await conn.fetch("SELECT id FROM integrations WHERE org_id = $1 ORDER BY name", org_id)
+            ]
+        else:
+            ids = [(await _owned(conn, org_id, integration_id))["id"]]
+        out = []
+        for one in ids:
+            integration, views = await _load(conn, one)
+            active = _active(integration, views)
+            providers_out = []
+            for view in views:
+                row, limit = view.row, view.row["rate_limit_per_hour"]
+                providers_out.append(
+                    {
+                        "id": str(view.id),
+                        "name": row["name"],
+                        "kind": row["kind"],
+                        "priority": row["priority"],
+                        "endpoint_url": row["endpoint_url"],
+                        "health_url": row["health_url"],
+                        "enabled": row["enabled"],
+                        "active": active is not None and view.id == active.id,
+                        "has_credentials": row["credentials"] is not None,
+                        "oauth_connection_id": str(row["oauth_connection_id"]) if row["oauth_connection_id"] else None,
+                        "circuit": view.breaker.state,
+                        "circuit_retry_at": view.breaker.retry_at,
+                        "last_checked_at": row["last_checked_at"],
+                        "last_ok": row["last_ok"],
+                        "last_latency_ms": row["last_latency_ms"],
+                        "last_error": row["last_error"],
+                        "rate_limit_per_hour": limit,
+                        "used_this_hour": await ratelimit.used_this_hour(view.id, limit) if limit else None,
+                    }
+                )
+            out.append(
+                {
+                    "id": str(integration["id"]),
+                    "name": integration["name"],
+                    "kind": integration["kind"],
+                    "active_provider": active.row["name"] if active else None,
+                    "healthy": active is not None and active.usable,
+                    "failover": failover_config(integration),
+                    "providers": providers_out,
+                }
+            )
+    return out
+
+
+async def audit_trail(org_id: uuid.UUID, integration_id: uuid.UUID, limit: int = 50) -> list[dict[str, Any]]:
+    async with db.connection() as conn:
+        await _owned(conn, org_id, integration_id)
+        rows = await conn.fetch(
+            "SELECT e.kind, e.trigger, e.reason, e.actor, e.at, f.name AS from_provider, t.name AS to_provider "
+            "FROM failover_events e LEFT JOIN integration_providers f ON f.id = e.from_provider_id "
+            "LEFT JOIN integration_providers t ON t.id = e.to_provider_id "
+            "WHERE e.integration_id = $1 ORDER BY e.at DESC LIMIT $2",
+            integration_id,
+            limit,
+        )
+    return [dict(r) for r in rows]
