@@ -22,6 +22,7 @@ from app.core.settings import ROOT, get_settings
 from app.core.templating import template_config
 from app.events.controllers import CatalogPage, EventsApi
 from app.integrations import api as integrations_api
+from app.integrations import pages as integrations_pages
 from app.oauth import web as oauth_web
 from app.portal.controllers import PortalController, healthz, root
 from app.webhooks import api as webhooks_api
@@ -49,7 +50,14 @@ def create_app() -> Litestar:
     admin = Router(
         path=ADMIN_PREFIX,
         guards=[signed_in],
-        route_handlers=[PortalController, TokensController, CatalogPage, *webhooks_pages.ROUTES, *oauth_web.PAGES],
+        route_handlers=[
+            PortalController,
+            TokensController,
+            CatalogPage,
+            *webhooks_pages.ROUTES,
+            *oauth_web.PAGES,
+            *integrations_pages.ROUTES,
+        ],
         include_in_schema=False,
     )
     api = Router(

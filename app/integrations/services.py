@@ -525,3 +525,20 @@ async def audit_trail(org_id: uuid.UUID, integration_id: uuid.UUID, limit: int =
             limit,
         )
     return [dict(r) for r in rows]
+
+
+async def health_strips(org_id: uuid.UUID, integration_id: uuid.UUID, per_provider: int = 40) -> dict[str, list]:
+    """The last checks of each provider, oldest first, for the history strip."""
+    async with db.connection() as conn:
+        await _owned(conn, org_id, integration_id)
+        rows = await conn.fetch(
+            "SELECT c.provider_id, c.at, c.ok, c.latency_ms, c.status_code, c.error_class FROM integration_providers p "
+            "CROSS JOIN LATERAL (SELECT * FROM health_checks h WHERE h.provider_id = p.id ORDER BY h.at DESC "
+            "LIMIT $2) c WHERE p.integration_id = $1",
+            integration_id,
+            per_provider,
+        )
+    strips: dict[str, list] = {}
+    for row in sorted(rows, key=lambda r: r["at"]):
+        strips.setdefault(str(row["provider_id"]), []).append(dict(row))
+    return strips
