@@ -119,7 +119,42 @@ async def seed(_: argparse.Namespace) -> str:
         if not await User.exists().where(User.email == email):
             await services.create_user(org, email, password, role, name=f"Demo {role}")
     await _seed_sandbox_client(org.id)
+    await _seed_demo_integration(org.id)
     return ""
+
+
+async def _seed_demo_integration(org_id) -> None:
+    """An email integration on two simulated providers of the dev receiver (app/devreceiver.py), tuned to
+    fail over within seconds: break the primary at http://127.0.0.1:8001/providers and watch."""
+    import os
+
+    from app.core import db
+    from app.integrations import services as integrations
+
+    async with db.connection() as conn:
+        if await conn.fetchval("SELECT 1 FROM integrations WHERE org_id = $1", org_id):
+            return
+    base = f"http://127.0.0.1:{os.environ.get('INTIME_DEV_RECEIVER_PORT', '8001')}/providers"
+    integration = await integrations.create_integration(
+        org_id,
+        "Email delivery",
+        "email",
+        health_interval_seconds=5,
+        breaker_failure_threshold=2,
+        breaker_cooldown_seconds=10,
+        breaker_probe_successes=2,
+        failback_after_seconds=20,
+    )
+    for priority, name in ((1, "primary"), (2, "backup")):
+        await integrations.add_provider(
+            integration,
+            f"{name.capitalize()} mail (simulated)",
+            f"{base}/{name}",
+            f"{base}/{name}/health",
+            priority=priority,
+            kind="simulated",
+            rate_limit_per_hour=3600,
+        )
 
 
 async def _seed_sandbox_client(org_id) -> None:
