@@ -1,7 +1,7 @@
 """`./task bench`: measured figures, printed as a table and written to bench/results/<date>.json.
 
 Scenarios so far: `pages`, the debugger page and its fragments with 10k, 100k and 1M deliveries in the
-table (`--quick`: 10k and 100k). The benchmark uses its own database (`intime_bench`, recreated) on the
+table (`--quick`: 10k only). The benchmark uses its own database (`intime_bench`, recreated) on the
 embedded PostgreSQL (or on DATABASE_URL's server) and its own web process on a free loopback port.
 Requests are sequential, so each figure is one request's latency, not a throughput.
 """
@@ -193,20 +193,26 @@ async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
 
     await db.open_pool(max_size=4)
     rows: list[dict] = []
+
+    async def run(name: str, scenario) -> None:
+        started = time.monotonic()
+        rows.append(await scenario)
+        print(f"[bench] {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+
     try:
         if "baselines" in only:
-            rows.append(await pipeline.baseline_asyncio(10 if quick else 30))
-            rows.append(await pipeline.baseline_dramatiq(10 if quick else 30))
+            await run("baseline (a)", pipeline.baseline_asyncio(5 if quick else 30))
+            await run("baseline (b)", pipeline.baseline_dramatiq(5 if quick else 30))
         if "throughput" in only:
-            rows.append(await pipeline.throughput(20 if quick else 60))
-        if "memory" in only:
-            rows.append(await pipeline.memory(20_000 if quick else 200_000))
+            await run("throughput", pipeline.throughput(15 if quick else 60))
+        if "memory" in only and not quick:  # the smoke run reads memory from the throughput run
+            await run("memory", pipeline.memory(200_000))
         if "latency" in only:
-            rows.append(await pipeline.latency(100 if quick else 200, 15 if quick else 60))
+            await run("latency", pipeline.latency(100 if quick else 200, 12 if quick else 60))
         if "fanout" in only:
-            rows.append(await pipeline.fan_out(200 if quick else 1000))
+            await run("fan-out", pipeline.fan_out(100 if quick else 1000))
         if "retry" in only:
-            rows.append(await pipeline.retry_timing(100 if quick else 500))
+            await run("retry", pipeline.retry_timing(40 if quick else 500))
         for row in rows:
             print(f"[bench] {json.dumps(row, default=str)}", file=sys.stderr, flush=True)
     finally:
@@ -276,14 +282,17 @@ def main() -> None:
     unknown = only - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario {', '.join(sorted(unknown))}")
-    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
-    requests = 60 if args.quick else 200
-    prepare_environment()
+    sizes = [10_000] if args.quick else [10_000, 100_000, 1_000_000]
+    requests = 30 if args.quick else 200
     started = time.time()
+    prepare_environment()
+    print(f"[bench] set-up: {time.time() - started:.0f} s", file=sys.stderr, flush=True)
     rows = asyncio.run(pipeline_scenarios(args.quick, only))
     verdicts = judge(rows)
     if "pages" in only:
+        pages_started = time.time()
         rows += asyncio.run(pages_scenario(sizes, requests))
+        print(f"[bench] pages: {time.time() - pages_started:.0f} s", file=sys.stderr, flush=True)
     print_table([row for row in rows if row["scenario"] == "pages"])
     if verdicts:
         print(f"\n{'target':<56} {'measured':<34} verdict")
