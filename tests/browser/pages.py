@@ -145,3 +145,19 @@ class SandboxConsentPage:
 
     async def deny(self) -> None:
         await self.page.get_by_test_id("deny").click()
+
+
+class IntegrationPage:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    @property
+    def active_provider(self):
+        return self.page.get_by_test_id("failover-panel").get_by_test_id("active-provider")
+
+    def circuit(self, provider: str):
+        return self.page.locator(f'[data-testid="provider-row"][data-provider="{provider}"]').get_by_test_id("circuit")
+
+    @property
+    def audit(self):
+        return self.page.get_by_test_id("audit-trail")
