@@ -86,6 +86,12 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     return principal
 
 
+def session_id_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The signed-in browser session's id (None for API tokens and anonymous requests)."""
+    auth = connection.scope.get("auth") or {}
+    return auth.get("session_id") if isinstance(auth, dict) else None
+
+
 # --- guards -------------------------------------------------------------------------------------------
 
 

@@ -56,6 +56,11 @@ class Principal:
     scopes: frozenset[str] = frozenset()
 
     @property
+    def actor(self) -> str:
+        """Who did it, for audit rows: the user's email, or the API token."""
+        return self.email or f"API token {self.token_id}"
+
+    @property
     def is_admin(self) -> bool:
         return self.role == Role.admin.value
 

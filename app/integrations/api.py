@@ -49,8 +49,7 @@ class IntegrationsApi(Controller):
         if not isinstance(data, dict) or not isinstance(data.get("reason"), str):
             raise Problem(422, 'Send {"reason": "..."}: why you are failing over.')
         principal = principal_of(request)
-        actor = principal.email or f"API token {principal.token_id}"
-        return await services.trigger_failover(principal.org_id, integration_id, data["reason"][:1000], actor)
+        return await services.trigger_failover(principal.org_id, integration_id, data["reason"][:1000], principal.actor)
 
 
 ROUTES = [IntegrationsApi]

@@ -9,15 +9,10 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
-from app.accounts.auth import admin_only, principal_of
+from app.accounts.auth import admin_only, principal_of, session_id_of
 from app.core import flash, problems
 from app.integrations import services
 from app.oauth import services as oauth
-
-
-def _session(request: Request) -> str | None:
-    auth = request.scope.get("auth") or {}
-    return auth.get("session_id") if isinstance(auth, dict) else None
 
 
 class IntegrationPages(Controller):
@@ -46,7 +41,7 @@ class IntegrationPages(Controller):
             "audit": await services.audit_trail(org_id, integration_id, limit=20),
             "connections": [connection_out(c) for c in connections],
             "histories": {str(c["id"]): await oauth.history(org_id, c["id"], limit=5) for c in connections},
-            "flashes": await flash.pop(_session(request)),
+            "flashes": await flash.pop(session_id_of(request)),
             "errors": {},
             "values": integration["failover"],
         } | extra
@@ -57,12 +52,12 @@ class IntegrationPages(Controller):
         form = await request.form()
         try:
             moved = await services.trigger_failover(
-                principal.org_id, integration_id, str(form.get("reason", ""))[:1000], principal.email or "admin"
+                principal.org_id, integration_id, str(form.get("reason", ""))[:1000], principal.actor
             )
         except problems.Problem as refused:
-            await flash.push(_session(request), str(refused.detail), ok=False)
+            await flash.push(session_id_of(request), str(refused.detail), ok=False)
         else:
-            await flash.push(_session(request), f"Traffic moved from {moved['from']} to {moved['to']}.", ok=True)
+            await flash.push(session_id_of(request), f"Traffic moved from {moved['from']} to {moved['to']}.", ok=True)
         return Redirect(path=request.app.route_reverse("integrations:detail", integration_id=integration_id))
 
     @post("/{integration_id:uuid}/settings", name="integrations:settings", guards=[admin_only], status_code=200)
@@ -87,7 +82,7 @@ class IntegrationPages(Controller):
             errors = {e["field"]: e["message"] for e in invalid.errors} | bad
             context = await self._context(request, integration_id, errors=errors, values=data)
             return Template("integrations/detail.html", context=context, status_code=422)
-        await flash.push(_session(request), "Saved the failover settings.", ok=True)
+        await flash.push(session_id_of(request), "Saved the failover settings.", ok=True)
         return Redirect(path=request.app.route_reverse("integrations:detail", integration_id=integration_id))
 
 

@@ -9,8 +9,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
-from app.accounts.auth import admin_only, principal_of
-from app.accounts.services import Principal
+from app.accounts.auth import admin_only, principal_of, session_id_of
 from app.core import flash
 from app.core.problems import Problem
 from app.oauth import providers, services
@@ -18,15 +17,6 @@ from app.oauth.providers import ENDPOINT_FIELDS
 
 READ = {"scopes": ["oauth:read"]}
 WRITE = {"scopes": ["oauth:write"]}
-
-
-def _session(request: Request) -> str | None:
-    auth = request.scope.get("auth") or {}
-    return auth.get("session_id") if isinstance(auth, dict) else None
-
-
-def _actor(principal: Principal) -> str:
-    return principal.email or f"API token {principal.token_id}"
 
 
 def connection_out(row: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +59,7 @@ class OAuthPanel(Controller):
             "clients": await services.clients(principal.org_id),
             "connections": [connection_out(row) for row in rows],
             "histories": {str(k): v for k, v in histories.items()},
-            "flashes": await flash.pop(_session(request)),
+            "flashes": await flash.pop(session_id_of(request)),
             "redirect_uri": services.redirect_uri,
             "endpoint_fields": ENDPOINT_FIELDS,
             "errors": {},
@@ -91,7 +81,7 @@ class OAuthPanel(Controller):
             )
             return Template("oauth/panel.html", context=context, status_code=422)
         name = services.provider_or_404(provider_key).name
-        await flash.push(_session(request), f"Saved the {name} client settings.", ok=True)
+        await flash.push(session_id_of(request), f"Saved the {name} client settings.", ok=True)
         return Redirect(path=request.app.route_reverse("oauth:panel"))
 
     @post("/{provider_key:str}/connect", name="oauth:connect", guards=[admin_only])
@@ -102,11 +92,11 @@ class OAuthPanel(Controller):
                 principal.org_id,
                 provider_key,
                 user_id=principal.user_id,
-                session_id=_session(request),
-                actor=_actor(principal),
+                session_id=session_id_of(request),
+                actor=principal.actor,
             )
         except services.ConnectFailed as failed:
-            await flash.push(_session(request), str(failed), ok=False)
+            await flash.push(session_id_of(request), str(failed), ok=False)
             return Redirect(path=request.app.route_reverse("oauth:panel"))
         return Redirect(path=url)
 
@@ -123,15 +113,15 @@ class OAuthPanel(Controller):
             "failed": ("Refreshing failed; the error is shown on the connection and it will be retried.", False),
         }
         message, ok = messages.get(outcome, ("Nothing to refresh.", True))
-        await flash.push(_session(request), message, ok=ok)
+        await flash.push(session_id_of(request), message, ok=ok)
         return Redirect(path=request.app.route_reverse("oauth:panel"))
 
     @post("/connections/{connection_id:uuid}/disconnect", name="oauth:disconnect", guards=[admin_only])
     async def disconnect(self, request: Request, connection_id: FromPath[uuid.UUID]) -> Redirect:
         principal = principal_of(request)
         row = await services.connection(principal.org_id, connection_id)
-        outcome = await services.disconnect(principal.org_id, connection_id, _actor(principal))
-        await flash.push(_session(request), f"Disconnected {row['account_label']}: {outcome}.", ok=True)
+        outcome = await services.disconnect(principal.org_id, connection_id, principal.actor)
+        await flash.push(session_id_of(request), f"Disconnected {row['account_label']}: {outcome}.", ok=True)
         return Redirect(path=request.app.route_reverse("oauth:panel"))
 
 
@@ -141,7 +131,7 @@ async def callback(request: Request, provider_key: FromPath[str]) -> Template | 
     Not signed in (a flow started through the API must be finished by a signed-in admin of its
     organisation): a small page says what happened."""
     params = {key: str(value) for key, value in request.query_params.items()}
-    session_id = _session(request)
+    session_id = session_id_of(request)
     principal = request.scope.get("user")
     admin_of = principal.org_id if principal is not None and principal.is_admin else None
     try:
@@ -180,7 +170,7 @@ class OAuthApi(Controller):
         principal = principal_of(request)
         try:
             url = await services.start_connect(
-                principal.org_id, provider_key, user_id=None, session_id=None, actor=_actor(principal)
+                principal.org_id, provider_key, user_id=None, session_id=None, actor=principal.actor
             )
         except services.ConnectFailed as failed:
             raise Problem(409, str(failed)) from None
@@ -189,7 +179,7 @@ class OAuthApi(Controller):
     @delete("/connections/{connection_id:uuid}", opt=WRITE, status_code=200, summary="Revoke and delete")
     async def disconnect(self, request: Request, connection_id: FromPath[uuid.UUID]) -> Response[dict[str, str]]:
         principal = principal_of(request)
-        outcome = await services.disconnect(principal.org_id, connection_id, _actor(principal))
+        outcome = await services.disconnect(principal.org_id, connection_id, principal.actor)
         return Response({"id": str(connection_id), "status": "revoked", "revocation": outcome})
 
 
