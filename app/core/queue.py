@@ -19,6 +19,7 @@ ACTORS = {
     "heartbeat": "system",
     "refresh_oauth_token": "oauth",
     "run_health_check": "integrations",
+    "call_provider": "integrations",
 }
 
 

@@ -28,6 +28,7 @@ from app.core import db, outbound, problems
 from app.core.crypto import DecryptionError, get_keyring
 from app.integrations import breaker, ratelimit
 from app.integrations.breaker import BreakerPolicy
+from app.oauth import services as oauth
 
 log = logging.getLogger("intime.integrations")
 CHECK_TIMEOUT_SECONDS = 10.0
@@ -41,15 +42,38 @@ class NoHealthyProvider(Exception):
 
 
 class Deferred(Exception):
-    """Over the provider's rate limit: run the call again after `retry_after` seconds (never dropped)."""
+    """Not now: run the call again after `retry_after` seconds (never dropped). Over our rate limit the
+    call's slot is booked for then (`reserved_for`: the provider; pass it back to call_integration so
+    it does not take a second token); a provider's own 429 books nothing."""
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"over the rate limit; retry in {retry_after:.1f} s")
+    def __init__(self, retry_after: float, reserved_for: uuid.UUID | None = None, why: str = "") -> None:
+        super().__init__(why or f"over the rate limit; retry in {retry_after:.1f} s")
         self.retry_after = retry_after
+        self.reserved_for = reserved_for
 
 
 class CallFailed(Exception):
-    """The provider answered with an error or not at all (recorded for its breaker)."""
+    """The provider answered with an error or not at all (recorded for its breaker): worth retrying."""
+
+
+class Rejected(CallFailed):
+    """The provider refused the call itself (a 4xx other than 408 and 429): sending it again would not
+    help, so it is not retried and does not count against the provider's health."""
+
+    def __init__(self, message: str, status: int, body: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+PROVIDER_BUSY_SECONDS = 30.0  # a provider's 429 without a usable Retry-After: try again this much later
+
+
+def check_operation(operation: str) -> str:
+    """An operation is a plain name (it becomes the last segment of the provider's URL)."""
+    if not operation or len(operation) > 100 or not operation.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"operation {operation!r} is not a plain name")
+    return operation
 
 
 def credentials_context(provider_id: uuid.UUID) -> str:
@@ -68,10 +92,12 @@ def policy_of(integration) -> BreakerPolicy:
     )
 
 
-# --- Set-up (the seed, tests; the pages' forms come with the integration pages) ------------------------
+# --- Set-up (the seed and tests; app.integrations.setup checks the pages' and the API's input) ------------------------
 
 
-async def create_integration(org_id: uuid.UUID, name: str, kind: str, **settings: Any) -> uuid.UUID:
+async def create_integration(
+    org_id: uuid.UUID, name: str, kind: str, description: str = "", **settings: Any
+) -> uuid.UUID:
     integration_id = uuid.uuid4()
     columns = {"failover_mode", "failback_mode", "failback_after_seconds", "health_interval_seconds"}
     columns |= {f"breaker_{n}" for n in ("failure_threshold", "failure_rate_percent", "min_calls", "window_seconds")}
@@ -79,13 +105,13 @@ async def create_integration(org_id: uuid.UUID, name: str, kind: str, **settings
     unknown = set(settings) - columns
     if unknown:
         raise ValueError(f"unknown integration settings: {', '.join(sorted(unknown))}")
-    names = ["id", "org_id", "name", "kind", *settings]
-    values = [integration_id, org_id, name, kind, *settings.values()]
+    names = ["id", "org_id", "name", "kind", "description", *settings]
+    values = [integration_id, org_id, name, kind, description, *settings.values()]
     placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
     async with db.connection() as conn:
         await conn.execute(
-            f"INSERT INTO integrations ({', '.join(names)}, description, created_at, updated_at) "  # noqa: S608
-            f"VALUES ({placeholders}, '', now(), now())",
+            f"INSERT INTO integrations ({', '.join(names)}, created_at, updated_at) "  # noqa: S608
+            f"VALUES ({placeholders}, now(), now())",
             *values,
         )
     return integration_id
@@ -141,7 +167,7 @@ class ProviderView:
         return bool(self.row["enabled"]) and self.breaker.allows_calls and self.row["last_ok"] is not False
 
 
-async def _load(conn, integration_id: uuid.UUID, *, lock: bool = False):
+async def load(conn, integration_id: uuid.UUID, *, lock: bool = False):
     query = (
         "SELECT * FROM integrations WHERE id = $1 FOR UPDATE" if lock else "SELECT * FROM integrations WHERE id = $1"
     )
@@ -156,18 +182,19 @@ async def _load(conn, integration_id: uuid.UUID, *, lock: bool = False):
     return integration, views
 
 
-def _active(integration, views: list[ProviderView]) -> ProviderView | None:
-    by_id = {v.id: v for v in views}
-    if integration["active_provider_id"] in by_id:
-        return by_id[integration["active_provider_id"]]
+def active_of(integration, views: list[ProviderView]) -> ProviderView | None:
+    """The provider traffic goes to: the chosen one while it is enabled, else the first enabled one."""
+    chosen = next((v for v in views if v.id == integration["active_provider_id"]), None)
+    if chosen is not None and chosen.row["enabled"]:
+        return chosen
     return next((v for v in views if v.row["enabled"]), None)
 
 
 async def evaluate(integration_id: uuid.UUID) -> str | None:
     """Fail over or back if the providers' health says so; returns "failover", "failback" or None."""
     async with db.connection() as conn, conn.transaction():
-        integration, views = await _load(conn, integration_id, lock=True)
-        active = _active(integration, views)
+        integration, views = await load(conn, integration_id, lock=True)
+        active = active_of(integration, views)
         primary = next((v for v in views if v.row["enabled"]), None)
         if primary is None:
             return None
@@ -186,10 +213,10 @@ async def evaluate(integration_id: uuid.UUID) -> str | None:
         if active is None:
             return None
         if not active.breaker.allows_calls and integration["failover_mode"] == "automatic":
-            target = _next_usable(views, after=active)
+            target = next_usable(views, after=active)
             if target is not None:
                 reason = f"{active.row['name']}'s circuit opened ({active.breaker.trips} trip(s))"
-                await _switch(conn, integration, active, target, "failover", "automatic", reason, "system")
+                await switch(conn, integration, active, target, "failover", "automatic", reason, "system")
                 return "failover"
         if (
             active.id != primary.id
@@ -198,12 +225,12 @@ async def evaluate(integration_id: uuid.UUID) -> str | None:
             and now - since >= timedelta(seconds=integration["failback_after_seconds"])
         ):
             reason = f"{primary.row['name']} healthy for {integration['failback_after_seconds']} s"
-            await _switch(conn, integration, active, primary, "failback", "automatic", reason, "system")
+            await switch(conn, integration, active, primary, "failback", "automatic", reason, "system")
             return "failback"
     return None
 
 
-def _next_usable(views: list[ProviderView], after: ProviderView) -> ProviderView | None:
+def next_usable(views: list[ProviderView], after: ProviderView) -> ProviderView | None:
     """The next usable provider in priority order after `after`, wrapping round to those before it."""
     index = next((n for n, v in enumerate(views) if v.id == after.id), -1)
     for view in views[index + 1 :] + views[: max(index, 0)]:
@@ -212,7 +239,7 @@ def _next_usable(views: list[ProviderView], after: ProviderView) -> ProviderView
     return None
 
 
-async def _switch(conn, integration, source: ProviderView | None, target: ProviderView, kind, trigger, reason, actor):
+async def switch(conn, integration, source: ProviderView | None, target: ProviderView, kind, trigger, reason, actor):
     await conn.execute(
         "UPDATE integrations SET active_provider_id = $2, updated_at = now() WHERE id = $1",
         integration["id"],
@@ -220,7 +247,8 @@ async def _switch(conn, integration, source: ProviderView | None, target: Provid
     )
     await conn.execute(
         "INSERT INTO failover_events (id, integration_id, org_id, kind, from_provider_id, to_provider_id, trigger, "
-        "reason, actor, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())",
+        "reason, actor, from_provider_name, to_provider_name, at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())",
         uuid.uuid4(),
         integration["id"],
         integration["org_id"],
@@ -230,6 +258,8 @@ async def _switch(conn, integration, source: ProviderView | None, target: Provid
         trigger,
         reason[:1000],
         actor[:200],
+        source.row["name"] if source else None,
+        target.row["name"],
     )
     payload = {
         "integration_id": str(integration["id"]),
@@ -238,12 +268,7 @@ async def _switch(conn, integration, source: ProviderView | None, target: Provid
         "trigger": trigger,
         "reason": reason[:300],
     }
-    await conn.execute(
-        "SELECT publish_event($1, NULL, $2::jsonb, NULL, '{}'::jsonb, $3)",
-        f"integration.{kind}",
-        json.dumps(payload),
-        integration["org_id"],
-    )
+    await publish(conn, integration["org_id"], f"integration.{kind}", payload)
     log.info(
         "integration %s: %s from %s to %s (%s)",
         integration["id"],
@@ -254,21 +279,28 @@ async def _switch(conn, integration, source: ProviderView | None, target: Provid
     )
 
 
+async def publish(conn, org_id: uuid.UUID, event_type: str, payload: dict[str, Any]) -> None:
+    """On the event bus, in the caller's transaction: it commits with the change it announces."""
+    await conn.execute(
+        "SELECT publish_event($1, NULL, $2::jsonb, NULL, '{}'::jsonb, $3)", event_type, json.dumps(payload), org_id
+    )
+
+
 async def trigger_failover(org_id: uuid.UUID, integration_id: uuid.UUID, reason: str, actor: str) -> dict[str, Any]:
     """An admin's "Trigger failover": traffic moves to the next usable provider, audited."""
     reason = reason.strip()
     if not reason:
         raise problems.Problem(422, "Say why you are failing over (the reason goes into the audit trail).")
     async with db.connection() as conn, conn.transaction():
-        integration, views = await _load(conn, integration_id, lock=True)
+        integration, views = await load(conn, integration_id, lock=True)
         if integration["org_id"] != org_id:
             raise NotFound("No such integration in this organisation.")
-        active = _active(integration, views)
-        target = _next_usable(views, after=active) if active else next((v for v in views if v.usable), None)
+        active = active_of(integration, views)
+        target = next_usable(views, after=active) if active else next((v for v in views if v.usable), None)
         if target is None:
             raise problems.Problem(409, "No other provider is enabled and healthy: there is nowhere to fail over to.")
         kind = "failback" if target.id == next(v.id for v in views if v.row["enabled"]) else "failover"
-        await _switch(conn, integration, active, target, kind, "manual", reason[:1000], actor)
+        await switch(conn, integration, active, target, kind, "manual", reason[:1000], actor)
     return {"from": active.row["name"] if active else None, "to": target.row["name"], "kind": kind}
 
 
@@ -300,17 +332,12 @@ async def check_provider(provider_id: uuid.UUID) -> bool | None:
             return None
         integration = await conn.fetchrow("SELECT * FROM integrations WHERE id = $1", provider["integration_id"])
     started = time.perf_counter()
-    status, error_class = None, None
-    try:
-        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
-            response = await outbound.request("GET", provider["health_url"], None, {}, CHECK_TIMEOUT_SECONDS)
-            await response.aclose()
-        status = response.status_code
-        ok = 200 <= status < 300
-        if not ok:
-            error_class = "http_status"
-    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused) as error:
-        ok, error_class = False, outbound.classify_error(error)
+    oauth_problem = await _oauth_problem(provider["oauth_connection_id"])
+    if oauth_problem is None:
+        ok, status, error_class = await _probe(provider["health_url"])
+    else:
+        # Up or not, it cannot take calls until an admin reconnects its OAuth connection.
+        ok, status, error_class = False, None, "oauth"
     latency = int((time.perf_counter() - started) * 1000)
     async with db.connection() as conn, conn.transaction():
         await conn.execute(
@@ -330,45 +357,100 @@ async def check_provider(provider_id: uuid.UUID) -> bool | None:
             provider_id,
             ok,
             latency,
-            None if ok else (f"HTTP {status}" if status else error_class),
+            None if ok else (oauth_problem or (f"HTTP {status}" if status else error_class)),
         )
+        if provider["last_ok"] is not ok and not (provider["last_ok"] is None and ok):
+            # Went down, or came back: a first check that finds it up is not news.
+            payload = {
+                "integration_id": str(provider["integration_id"]),
+                "provider_id": str(provider_id),
+                "provider": provider["name"],
+                "healthy": ok,
+                "error": None if ok else error_class,
+            }
+            await publish(conn, provider["org_id"], "integration.health_changed", payload)
     await breaker.record(provider_id, ok, policy_of(integration))
     await evaluate(provider["integration_id"])
     return ok
 
 
+async def _probe(url: str) -> tuple[bool, int | None, str | None]:
+    """GET a health URL through the outbound guard: (up, status code, error class)."""
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            response = await outbound.request("GET", url, None, {}, CHECK_TIMEOUT_SECONDS)
+            await response.aclose()
+    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused) as error:
+        return False, None, outbound.classify_error(error)
+    ok = 200 <= response.status_code < 300
+    return ok, response.status_code, None if ok else "http_status"
+
+
+async def _oauth_problem(connection_id: uuid.UUID | None) -> str | None:
+    """Why a provider's linked OAuth connection cannot authorise calls, or None if it can (or is unused)."""
+    if connection_id is None:
+        return None
+    async with db.connection() as conn:
+        row = await conn.fetchrow("SELECT status, access_token FROM oauth_connections WHERE id = $1", connection_id)
+    if row is None:
+        return "its OAuth connection was deleted: link another"
+    if row["status"] in ("needs_reauth", "revoked") or row["access_token"] is None:
+        return f"its OAuth connection is {row['status'].replace('_', ' ')}: reconnect it"
+    return None
+
+
 # --- Calling a provider -------------------------------------------------------------------------------
 
 
-async def call_integration(integration_id: uuid.UUID, operation: str, payload: dict[str, Any]) -> dict[str, Any]:
+async def call_integration(
+    integration_id: uuid.UUID,
+    operation: str,
+    payload: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
+    reserved_for: uuid.UUID | None = None,
+) -> dict[str, Any]:
     """The one way to call a provider: the active one (failing over first if its circuit is open), within
-    its rate limit (waiting briefly, else Deferred), its outcome reported to its breaker."""
-    if not operation.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"operation {operation!r} is not a plain name")
+    its rate limit, its outcome reported to its breaker.
+
+    The provider gets `POST <endpoint>/<operation>` with the payload as JSON, authorised by its sealed
+    credentials or by its linked OAuth connection's access token (refreshed first when due), and an
+    `Idempotency-Key` header: pass the same key when the same call is made again (tasks.integrations
+    keeps one per call across its retries), so a provider that honours it does the work once.
+
+    Over the rate limit the call waits for its slot if that is at most 2 s away, else raises Deferred
+    with the slot booked; a provider's 429 raises Deferred too. An error answer or none raises
+    CallFailed (Rejected for a 4xx, which retrying would not mend)."""
+    check_operation(operation)
     async with db.connection() as conn:
-        integration, views = await _load(conn, integration_id)
-    active = _active(integration, views)
+        integration, views = await load(conn, integration_id)
+    active = active_of(integration, views)
     if active is not None and not active.breaker.allows_calls:
         await evaluate(integration_id)
         async with db.connection() as conn:
-            integration, views = await _load(conn, integration_id)
-        active = _active(integration, views)
-    if active is None or not active.breaker.allows_calls or not active.row["enabled"]:
+            integration, views = await load(conn, integration_id)
+        active = active_of(integration, views)
+    if active is None or not active.breaker.allows_calls:
         raise NoHealthyProvider(f"integration {integration['name']}: no provider can take calls now")
+    policy = policy_of(integration)
+    headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+    try:
+        token = await _bearer_token(active, integration["org_id"])
+    except CallFailed:
+        # The provider cannot be called without it: count it, so traffic moves to one that can.
+        await breaker.record(active.id, False, policy)
+        await evaluate(integration_id)
+        raise
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     limit = active.row["rate_limit_per_hour"]
-    if limit:
-        deadline = time.monotonic() + MAX_WAIT_FOR_LIMIT_SECONDS
-        while not (taken := await ratelimit.take(active.id, limit)).taken:
-            if time.monotonic() + taken.wait_seconds > deadline:
-                raise Deferred(taken.wait_seconds)
-            await asyncio.sleep(taken.wait_seconds)
-    headers = {"Content-Type": "application/json"}
-    if active.row["credentials"]:
-        try:
-            secret = get_keyring().open(active.row["credentials"], credentials_context(active.id))
-        except DecryptionError as error:
-            raise CallFailed(f"{active.row['name']}: its credentials cannot be read ({error})") from None
-        headers["Authorization"] = f"Bearer {secret}"
+    if limit and reserved_for != active.id:  # a call deferred for this provider already holds its slot
+        slot = await ratelimit.take(active.id, limit, reserve=True)
+        if not slot.taken:  # even the booking is full: an hour's worth of calls already wait
+            raise Deferred(slot.wait_seconds)
+        if slot.wait_seconds > MAX_WAIT_FOR_LIMIT_SECONDS:
+            raise Deferred(slot.wait_seconds, reserved_for=active.id)
+        await asyncio.sleep(slot.wait_seconds)
     url = active.row["endpoint_url"].rstrip("/") + "/" + operation
     try:
         async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
@@ -377,21 +459,50 @@ async def call_integration(integration_id: uuid.UUID, operation: str, payload: d
                 raw = (await response.aread())[:1_000_000]
             finally:
                 await response.aclose()
-        ok = response.status_code < 500 and response.status_code not in (408, 429)
     except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused) as error:
-        await breaker.record(active.id, False, policy_of(integration))
+        await breaker.record(active.id, False, policy)
         await evaluate(integration_id)
         raise CallFailed(f"{active.row['name']}: {outbound.classify_error(error)}") from None
-    state = await breaker.record(active.id, ok, policy_of(integration))
+    status = response.status_code
+    if status == 429:  # the provider's own limit: not a fault of its health; come back when it says
+        wait = _retry_after(response.headers.get("retry-after"))
+        raise Deferred(wait, why=f"{active.row['name']} is busy (HTTP 429); retry in {wait:.0f} s")
+    state = await breaker.record(active.id, status < 500 and status != 408, policy)
     if not state.allows_calls:
         await evaluate(integration_id)
-    if not ok or response.status_code >= 400:
-        raise CallFailed(f"{active.row['name']} answered HTTP {response.status_code}")
+    text = raw[:2000].decode("utf-8", "replace")
+    if 400 <= status < 500 and status != 408:
+        raise Rejected(f"{active.row['name']} refused the call: HTTP {status}", status, text)
+    if status >= 400:
+        raise CallFailed(f"{active.row['name']} answered HTTP {status}")
     try:
         body = json.loads(raw)
     except ValueError:
         body = {"text": raw[:10_000].decode("utf-8", "replace")}
-    return {"provider": active.row["name"], "status": response.status_code, "body": body}
+    return {"provider": active.row["name"], "status": status, "body": body}
+
+
+def _retry_after(value: str | None) -> float:
+    """A Retry-After header's seconds (1 s to 1 h), or the default when it is missing or a date."""
+    try:
+        return min(3600.0, max(1.0, float(value))) if value else PROVIDER_BUSY_SECONDS
+    except ValueError:
+        return PROVIDER_BUSY_SECONDS
+
+
+async def _bearer_token(provider: ProviderView, org_id: uuid.UUID) -> str | None:
+    """What authorises a call: the provider's OAuth connection's access token, else its credentials."""
+    if provider.row["oauth_connection_id"] is not None:
+        try:
+            return await oauth.get_access_token(provider.row["oauth_connection_id"], org_id)
+        except (oauth.TokenUnavailable, NotFound) as error:
+            raise CallFailed(f"{provider.row['name']}: no OAuth token ({error})") from None
+    if provider.row["credentials"]:
+        try:
+            return get_keyring().open(provider.row["credentials"], credentials_context(provider.id))
+        except DecryptionError as error:
+            raise CallFailed(f"{provider.row['name']}: its credentials cannot be read ({error})") from None
+    return None
 
 
 # --- Reading and configuring (pages and API) ----------------------------------------------------------
@@ -472,8 +583,8 @@ async def overview(org_id: uuid.UUID, integration_id: uuid.UUID | None = None) -
             ids = [(await _owned(conn, org_id, integration_id))["id"]]
         out = []
         for one in ids:
-            integration, views = await _load(conn, one)
-            active = _active(integration, views)
+            integration, views = await load(conn, one)
+            active = active_of(integration, views)
             providers_out = []
             for view in views:
                 row, limit = view.row, view.row["rate_limit_per_hour"]
@@ -517,10 +628,9 @@ async def audit_trail(org_id: uuid.UUID, integration_id: uuid.UUID, limit: int =
     async with db.connection() as conn:
         await _owned(conn, org_id, integration_id)
         rows = await conn.fetch(
-            "SELECT e.kind, e.trigger, e.reason, e.actor, e.at, f.name AS from_provider, t.name AS to_provider "
-            "FROM failover_events e LEFT JOIN integration_providers f ON f.id = e.from_provider_id "
-            "LEFT JOIN integration_providers t ON t.id = e.to_provider_id "
-            "WHERE e.integration_id = $1 ORDER BY e.at DESC LIMIT $2",
+            # The names as they were at the switch (the provider may since be renamed or removed).
+            "SELECT kind, trigger, reason, actor, at, from_provider_name AS from_provider, "
+            "to_provider_name AS to_provider FROM failover_events WHERE integration_id = $1 ORDER BY at DESC LIMIT $2",
             integration_id,
             limit,
         )

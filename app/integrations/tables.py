@@ -78,6 +78,9 @@ class FailoverEvent(Table, tablename="failover_events"):
     kind = Varchar(length=16)  # failover | failback
     from_provider_id = UUID(null=True, default=None)
     to_provider_id = UUID()
+    # The names at the time of the switch: the row still reads right after a provider is removed.
+    from_provider_name = Text(null=True, default=None)
+    to_provider_name = Text(null=True, default=None)
     trigger = Varchar(length=16)  # automatic | manual
     reason = Text(default="")
     actor = Text(default="system")

@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from app.core import db, problems
+from app.core import db, fields, problems
 from app.core.crypto import get_keyring
 from app.core.outbound import OutboundRefused, check_url
 from app.events import services as events
@@ -96,22 +96,6 @@ def _check_headers(raw: Any, errors: dict[str, str], current: dict[str, str]) ->
     return headers
 
 
-def _text(
-    data: dict[str, Any], field: str, errors: dict[str, str], message: str, *, limit: int, required: bool = True
-) -> str | None:
-    """A text field: a string, within its length, without NUL or other control characters."""
-    value = data.get(field)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit:
-        errors[field] = message
-        return None
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
-        errors[field] = "contains control characters"
-        return None
-    return value.strip()
-
-
 def seal_headers(webhook_id: uuid.UUID, headers: dict[str, str]) -> str:
     """Custom headers often carry credentials: every value is sealed at rest, like the secret."""
     ring = get_keyring()
@@ -137,18 +121,18 @@ async def validate(data: dict[str, Any], *, partial: bool = False, current_webho
         return field in data or not partial
 
     if present("name"):
-        name = _text(data, "name", errors, "Give the webhook a name of 1-100 characters.", limit=100)
+        name = fields.text(data, "name", errors, "Give the webhook a name of 1-100 characters.", limit=100)
         if name is not None:
             out["name"] = name
     if present("url"):
-        url = _text(data, "url", errors, "Enter the URL that should receive the events.", limit=4096)
+        url = fields.text(data, "url", errors, "Enter the URL that should receive the events.", limit=4096)
         if url is not None:
             try:
                 out["url"] = await check_url(url)
             except OutboundRefused as refused:
                 errors["url"] = str(refused)
     if "description" in data:
-        description = _text(data, "description", errors, "At most 2000 characters.", limit=2000, required=False)
+        description = fields.text(data, "description", errors, "At most 2000 characters.", limit=2000, required=False)
         if description is not None:
             out["description"] = description
     if present("event_patterns"):

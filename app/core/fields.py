@@ -1,0 +1,57 @@
+"""Checking API and form input field by field: each check writes what is wrong into `errors` (field ->
+message, shown beside the field in a page and as the problem's `errors` list in the API) and returns
+the clean value, or None when there is none."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.core import problems
+
+
+def text(
+    data: dict[str, Any], field: str, errors: dict[str, str], message: str, *, limit: int, required: bool = True
+) -> str | None:
+    """A text field: a string, within its length, without NUL or other control characters."""
+    value = data.get(field)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()) or len(value) > limit:
+        errors[field] = message
+        return None
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+        errors[field] = "contains control characters"
+        return None
+    return value.strip()
+
+
+def whole_number(data: dict[str, Any], field: str, errors: dict[str, str], low: int, high: int) -> int | None:
+    """A whole number within [low, high]; a form's digits count as one."""
+    value = data.get(field)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        errors[field] = f"a whole number from {low:,} to {high:,}"
+        return None
+    return value
+
+
+def boolean(data: dict[str, Any], field: str, errors: dict[str, str]) -> bool | None:
+    value = data.get(field)
+    if not isinstance(value, bool):
+        errors[field] = "true or false"
+        return None
+    return value
+
+
+def unknown(data: dict[str, Any], allowed: set[str], errors: dict[str, str]) -> None:
+    for name in sorted(set(data) - allowed):
+        errors[name] = "is not a field of this form"
+
+
+def invalid(what: str, errors: dict[str, str]) -> problems.Problem:
+    """The 422 for input with these errors (pages show them beside the fields)."""
+    detail = "; ".join(f"{field}: {message}" for field, message in errors.items())
+    return problems.Problem(
+        422, f"The {what} was not saved: {detail}", [{"field": f, "message": m} for f, m in errors.items()]
+    )

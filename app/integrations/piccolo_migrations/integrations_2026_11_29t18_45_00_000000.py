@@ -1,0 +1,46 @@
+"""The audit trail keeps the providers' names, so a row still reads right after a provider is removed."""
+
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from piccolo.table import Table
+
+ID = "2026-11-29T18:45:00:000000"
+VERSION = "1.38.0"
+DESCRIPTION = "failover_events keep provider names"
+
+FORWARDS = [
+    "ALTER TABLE failover_events ADD COLUMN IF NOT EXISTS from_provider_name TEXT",
+    "ALTER TABLE failover_events ADD COLUMN IF NOT EXISTS to_provider_name TEXT",
+    "UPDATE failover_events e SET from_provider_name = p.name FROM integration_providers p "
+    "WHERE p.id = e.from_provider_id AND e.from_provider_name IS NULL",
+    "UPDATE failover_events e SET to_provider_name = p.name FROM integration_providers p "
+    "WHERE p.id = e.to_provider_id AND e.to_provider_name IS NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS integrations_org_name_key ON integrations (org_id, lower(name))",
+    "CREATE UNIQUE INDEX IF NOT EXISTS integration_providers_name_key "
+    "ON integration_providers (integration_id, lower(name))",
+]
+BACKWARDS = [
+    "DROP INDEX IF EXISTS integration_providers_name_key",
+    "DROP INDEX IF EXISTS integrations_org_name_key",
+    "ALTER TABLE failover_events DROP COLUMN IF EXISTS to_provider_name",
+    "ALTER TABLE failover_events DROP COLUMN IF EXISTS from_provider_name",
+]
+
+
+class RawTable(Table):
+    pass
+
+
+async def forwards():
+    manager = MigrationManager(migration_id=ID, app_name="integrations", description=DESCRIPTION)
+
+    async def run():
+        for statement in FORWARDS:
+            await RawTable.raw(statement)
+
+    async def run_backwards():
+        for statement in BACKWARDS:
+            await RawTable.raw(statement)
+
+    manager.add_raw(run)
+    manager.add_raw_backwards(run_backwards)
+    return manager

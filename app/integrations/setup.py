@@ -1,0 +1,311 @@
+"""Setting integrations up: create, change and remove integrations and their providers (pages and API).
+
+Every input is checked field by field and nothing is saved unless all of it is good (`fields.invalid`
+answers 422 with the field errors). A provider is authorised by sealed credentials (sent as a Bearer
+token; write-only: never shown again) or by one of the organisation's OAuth connections, not both.
+
+Traffic never silently points at a provider that cannot take it: disabling or removing the active
+provider moves traffic to the next usable one in the same transaction, as an audited manual failover.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from app.core import db, fields
+from app.core.crypto import get_keyring
+from app.core.outbound import OutboundRefused, check_url
+from app.integrations import services
+from app.integrations.services import NotFound, ProviderView
+
+# What an integration does; the pages offer these, the API accepts their keys.
+KINDS = {
+    "email": "Email delivery",
+    "sms": "SMS",
+    "calendar": "Calendar",
+    "job_board": "Job-board posting",
+    "background_check": "Background checks",
+    "hris": "HRIS sync",
+    "video": "Video interviews",
+    "esignature": "E-signature",
+    "other": "Other",
+}
+INTEGRATION_FIELDS = {"name", "kind", "description"}
+PROVIDER_FIELDS = {
+    "name",
+    "kind",
+    "priority",
+    "endpoint_url",
+    "health_url",
+    "credentials",
+    "oauth_connection_id",
+    "enabled",
+    "rate_limit_per_hour",
+}
+MAX_PRIORITY = 1000
+MAX_RATE_LIMIT = 100_000_000
+CREDENTIALS_MAX = 4096
+
+
+# --- Integrations -------------------------------------------------------------------------------------
+
+
+def _integration_columns(data: Any, *, partial: bool) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise fields.invalid("integration", {"body": "is a JSON object"})
+    errors: dict[str, str] = {}
+    out: dict[str, Any] = {}
+    if "name" in data or not partial:
+        name = fields.text(data, "name", errors, "Give the integration a name of 1-100 characters.", limit=100)
+        if name is not None:
+            out["name"] = name
+    if "kind" in data or not partial:
+        if data.get("kind") not in KINDS:
+            errors["kind"] = f"one of {', '.join(KINDS)}"
+        else:
+            out["kind"] = data["kind"]
+    if "description" in data:
+        description = fields.text(data, "description", errors, "At most 2000 characters.", limit=2000, required=False)
+        if description is not None:
+            out["description"] = description
+    fields.unknown(data, INTEGRATION_FIELDS, errors)
+    if errors:
+        raise fields.invalid("integration", errors)
+    return out
+
+
+def _name_taken(what: str) -> Exception:
+    return fields.invalid(what, {"name": f"another {what} of this name exists: choose another"})
+
+
+async def create_integration(org_id: uuid.UUID, data: Any) -> uuid.UUID:
+    columns = _integration_columns(data, partial=False)
+    try:
+        return await services.create_integration(org_id, **columns)
+    except asyncpg.UniqueViolationError:
+        raise _name_taken("integration") from None
+
+
+async def update_integration(org_id: uuid.UUID, integration_id: uuid.UUID, data: Any) -> None:
+    columns = _integration_columns(data, partial=True)
+    async with db.connection() as conn:
+        await _owned(conn, org_id, integration_id)
+        if not columns:
+            return
+        assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=2))
+        try:
+            await conn.execute(
+                f"UPDATE integrations SET {assignments}, updated_at = now() WHERE id = $1",  # noqa: S608
+                integration_id,
+                *columns.values(),
+            )
+        except asyncpg.UniqueViolationError:
+            raise _name_taken("integration") from None
+
+
+async def delete_integration(org_id: uuid.UUID, integration_id: uuid.UUID) -> str:
+    """Removes it with its providers, health history and audit trail; returns its name."""
+    async with db.connection() as conn:
+        name = await conn.fetchval(
+            "DELETE FROM integrations WHERE id = $1 AND org_id = $2 RETURNING name", integration_id, org_id
+        )
+    if name is None:
+        raise NotFound("No such integration in this organisation.")
+    return name
+
+
+async def _owned(conn, org_id: uuid.UUID, integration_id: uuid.UUID):
+    row = await conn.fetchrow("SELECT * FROM integrations WHERE id = $1 AND org_id = $2", integration_id, org_id)
+    if row is None:
+        raise NotFound("No such integration in this organisation.")
+    return row
+
+
+# --- Providers ----------------------------------------------------------------------------------------
+
+
+async def _provider_columns(conn, org_id: uuid.UUID, data: Any, *, partial: bool) -> dict[str, Any]:
+    """The columns to write for a provider; `credentials` comes back as plain text (sealed by the caller).
+
+    Credentials are write-only: absent (or, from a form, empty) keeps what is stored; null clears them.
+    Setting credentials unlinks the OAuth connection and linking a connection clears credentials."""
+    if not isinstance(data, dict):
+        raise fields.invalid("provider", {"body": "is a JSON object"})
+    errors: dict[str, str] = {}
+    out: dict[str, Any] = {}
+
+    def present(field: str) -> bool:
+        return field in data or not partial
+
+    if present("name"):
+        name = fields.text(data, "name", errors, "Give the provider a name of 1-100 characters.", limit=100)
+        if name is not None:
+            out["name"] = name
+    if "kind" in data:
+        kind = fields.text(data, "kind", errors, "At most 40 characters, e.g. sendgrid.", limit=40, required=False)
+        if kind is not None:
+            out["kind"] = kind
+    if "priority" in data:
+        priority = fields.whole_number(data, "priority", errors, 0, MAX_PRIORITY)
+        if priority is not None:
+            out["priority"] = priority
+    for field, what in (("endpoint_url", "the URL calls go to"), ("health_url", "the URL health checks GET")):
+        if present(field):
+            url = fields.text(data, field, errors, f"Enter {what}.", limit=4096)
+            if url is not None:
+                try:
+                    out[field] = await check_url(url)
+                except OutboundRefused as refused:
+                    errors[field] = str(refused)
+    if "enabled" in data:
+        enabled = fields.boolean(data, "enabled", errors)
+        if enabled is not None:
+            out["enabled"] = enabled
+    if "rate_limit_per_hour" in data:
+        if data["rate_limit_per_hour"] in (None, ""):
+            out["rate_limit_per_hour"] = None
+        else:
+            limit = fields.whole_number(data, "rate_limit_per_hour", errors, 1, MAX_RATE_LIMIT)
+            if limit is not None:
+                out["rate_limit_per_hour"] = limit
+    credentials = data.get("credentials")
+    link = data.get("oauth_connection_id")
+    if credentials not in (None, "") and link not in (None, ""):
+        errors["oauth_connection_id"] = "a provider uses credentials or an OAuth connection, not both"
+    elif "credentials" in data and credentials != "":
+        if credentials is None:
+            out["credentials"] = None
+        elif (
+            not isinstance(credentials, str)
+            or len(credentials) > CREDENTIALS_MAX
+            or not credentials.isprintable()
+            or credentials != credentials.strip()
+        ):
+            errors["credentials"] = f"printable text on one line, at most {CREDENTIALS_MAX:,} characters"
+        else:
+            out["credentials"] = credentials
+            out["oauth_connection_id"] = None
+    if "oauth_connection_id" in data and not errors.get("oauth_connection_id") and link != "":
+        if link is None:
+            out["oauth_connection_id"] = None
+        else:
+            connection_id = _as_uuid(link)
+            row = connection_id and await conn.fetchrow(
+                "SELECT status FROM oauth_connections WHERE id = $1 AND org_id = $2", connection_id, org_id
+            )
+            if not row:
+                errors["oauth_connection_id"] = "is not an OAuth connection of this organisation"
+            elif row["status"] == "revoked":
+                errors["oauth_connection_id"] = "was disconnected: connect it again first"
+            else:
+                out["oauth_connection_id"] = connection_id
+                out["credentials"] = None
+    fields.unknown(data, PROVIDER_FIELDS, errors)
+    if errors:
+        raise fields.invalid("provider", errors)
+    return out
+
+
+def _as_uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _sealed(provider_id: uuid.UUID, columns: dict[str, Any]) -> dict[str, Any]:
+    if columns.get("credentials"):
+        columns["credentials"] = get_keyring().seal(columns["credentials"], services.credentials_context(provider_id))
+    return columns
+
+
+async def create_provider(org_id: uuid.UUID, integration_id: uuid.UUID, data: Any) -> uuid.UUID:
+    """Adds a provider; without a priority it goes last (after the others, in steps of 10)."""
+    provider_id = uuid.uuid4()
+    async with db.connection() as conn, conn.transaction():
+        await _owned(conn, org_id, integration_id)
+        columns = _sealed(provider_id, await _provider_columns(conn, org_id, data, partial=False))
+        if "priority" not in columns:
+            last = await conn.fetchval(
+                "SELECT max(priority) FROM integration_providers WHERE integration_id = $1", integration_id
+            )
+            columns["priority"] = min(MAX_PRIORITY, (last + 10) if last is not None else 10)
+        names = ["id", "integration_id", "org_id", *columns]
+        values = [provider_id, integration_id, org_id, *columns.values()]
+        placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+        try:
+            await conn.execute(
+                f"INSERT INTO integration_providers ({', '.join(names)}, created_at, updated_at) "  # noqa: S608
+                f"VALUES ({placeholders}, now(), now())",
+                *values,
+            )
+        except asyncpg.UniqueViolationError:
+            raise _name_taken("provider") from None
+    return provider_id
+
+
+async def provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID) -> dict[str, Any]:
+    """One provider as pages and the API show it (whether credentials are set, never what they are)."""
+    [integration] = await services.overview(org_id, integration_id)
+    found = next((p for p in integration["providers"] if p["id"] == str(provider_id)), None)
+    if found is None:
+        raise NotFound("No such provider in this integration.")
+    return found
+
+
+async def update_provider(
+    org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID, data: Any, actor: str
+) -> None:
+    async with db.connection() as conn, conn.transaction():
+        integration, views = await services.load(conn, integration_id, lock=True)
+        current = next((v for v in views if v.id == provider_id), None)
+        if integration["org_id"] != org_id or current is None:
+            raise NotFound("No such provider in this integration.")
+        columns = _sealed(provider_id, await _provider_columns(conn, org_id, data, partial=True))
+        if not columns:
+            return
+        if columns.get("enabled") is False and current.row["enabled"]:
+            await _move_traffic_off(conn, integration, views, current, f"{current.row['name']} was disabled", actor)
+        assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=2))
+        try:
+            await conn.execute(
+                f"UPDATE integration_providers SET {assignments}, updated_at = now() WHERE id = $1",  # noqa: S608
+                provider_id,
+                *columns.values(),
+            )
+        except asyncpg.UniqueViolationError:
+            raise _name_taken("provider") from None
+
+
+async def delete_provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID, actor: str) -> str:
+    """Removes a provider with its health history; traffic moves off it first. Returns its name."""
+    async with db.connection() as conn, conn.transaction():
+        integration, views = await services.load(conn, integration_id, lock=True)
+        current = next((v for v in views if v.id == provider_id), None)
+        if integration["org_id"] != org_id or current is None:
+            raise NotFound("No such provider in this integration.")
+        if current.row["enabled"]:
+            await _move_traffic_off(conn, integration, views, current, f"{current.row['name']} was removed", actor)
+        await conn.execute("DELETE FROM integration_providers WHERE id = $1", provider_id)
+    return current.row["name"]
+
+
+async def _move_traffic_off(conn, integration, views: list[ProviderView], leaving: ProviderView, reason, actor):
+    """If traffic goes to `leaving`, switch it to the next usable provider (or, if none is usable, the
+    next enabled one: better a provider that may recover than none), audited as a manual switch."""
+    active = services.active_of(integration, views)
+    if active is None or active.id != leaving.id:
+        return
+    others = [v for v in views if v.id != leaving.id]
+    target = services.next_usable(views, after=leaving) or next((v for v in others if v.row["enabled"]), None)
+    if target is None:
+        await conn.execute(
+            "UPDATE integrations SET active_provider_id = NULL, updated_at = now() WHERE id = $1", integration["id"]
+        )
+        return
+    primary = next(v for v in views if v.row["enabled"])
+    kind = "failback" if target.id == primary.id else "failover"
+    await services.switch(conn, integration, leaving, target, kind, "manual", reason, actor)

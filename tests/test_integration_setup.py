@@ -1,0 +1,348 @@
+"""Setting integrations up, in the API and in the pages: integrations and providers are created, changed
+and removed with every bad input explained; credentials are write-only; a provider may use an OAuth
+connection instead; disabling or removing the active provider moves traffic, audited."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from app.core import db
+from app.integrations import services, setup
+from app.oauth import services as oauth
+from tests.factories import sign_in
+from tests.receiver import Answer
+from tests.test_oauth import admin_with_sandbox, connect
+
+API = "/api/v1/integrations"
+PAGES = "/employee/admin/integrations/integrations"
+
+
+def form(client, **fields) -> dict:
+    return {"_csrf_token": client.cookies.get("intime_csrf")} | fields
+
+
+async def api_client(factory, scopes="integrations:write"):
+    org = await factory.org()
+    _, token = await factory.token(org, scopes=scopes)
+    return org, {"authorization": f"Bearer {token}"}
+
+
+def fields_of(response) -> dict[str, str]:
+    assert response.status_code == 422, response.text
+    return {e["field"]: e["message"] for e in response.json()["errors"]}
+
+
+async def test_the_api_creates_an_integration_and_its_providers_and_never_shows_credentials(client, factory, receiver):
+    _org, bearer = await api_client(factory)
+    created = await client.post(API, json={"name": "Email delivery", "kind": "email"}, headers=bearer)
+    assert created.status_code == 201 and created.json()["providers"] == []
+    integration = created.json()["id"]
+    again = await client.post(API, json={"name": "email DELIVERY", "kind": "email"}, headers=bearer)
+    assert "another integration of this name" in fields_of(again)["name"]
+    bad = await client.post(API, json={"name": " ", "kind": "pigeon", "colour": "red"}, headers=bearer)
+    assert set(fields_of(bad)) == {"name", "kind", "colour"}
+
+    first = await client.post(
+        f"{API}/{integration}/providers",
+        json={"name": "SendGrid", "endpoint_url": receiver.url, "health_url": receiver.url, "credentials": "sg-key-1"},
+        headers=bearer,
+    )
+    assert first.status_code == 201, first.text
+    assert first.json()["has_credentials"] is True and "sg-key-1" not in first.text
+    assert first.json()["priority"] == 10 and first.json()["active"] is True
+    second = await client.post(
+        f"{API}/{integration}/providers",
+        json={"name": "Mailgun", "endpoint_url": receiver.url, "health_url": receiver.url, "rate_limit_per_hour": 500},
+        headers=bearer,
+    )
+    assert second.json()["priority"] == 20 and second.json()["rate_limit_per_hour"] == 500
+    listed = (await client.get(f"{API}/{integration}", headers=bearer)).text
+    assert "sg-key-1" not in listed
+    async with db.connection() as conn:
+        stored = await conn.fetchval("SELECT credentials FROM integration_providers WHERE name = 'SendGrid'")
+    assert stored and "sg-key-1" not in stored  # sealed at rest
+
+    # A call carries the credentials as a Bearer token.
+    await services.call_integration(integration, "send", {"to": "a@example.test"})
+    assert receiver.log[-1].headers["authorization"] == "Bearer sg-key-1"
+    assert receiver.log[-1].path.endswith("/send") and receiver.log[-1].headers["idempotency-key"]
+
+    provider = first.json()["id"]
+    renamed = await client.patch(
+        f"{API}/{integration}/providers/{provider}", json={"name": "SendGrid EU", "priority": 5}, headers=bearer
+    )
+    assert renamed.status_code == 200 and renamed.json()["name"] == "SendGrid EU"
+    assert renamed.json()["has_credentials"] is True  # absent: kept
+    await services.call_integration(integration, "send", {})
+    assert receiver.log[-1].headers["authorization"] == "Bearer sg-key-1"
+    cleared = await client.patch(
+        f"{API}/{integration}/providers/{provider}", json={"credentials": None}, headers=bearer
+    )
+    assert cleared.json()["has_credentials"] is False
+    await services.call_integration(integration, "send", {})
+    assert "authorization" not in receiver.log[-1].headers
+
+
+async def test_every_bad_provider_field_is_named(client, factory, receiver):
+    _org, bearer = await api_client(factory)
+    integration = (await client.post(API, json={"name": "SMS", "kind": "sms"}, headers=bearer)).json()["id"]
+    bad = await client.post(
+        f"{API}/{integration}/providers",
+        json={
+            "name": "x" * 101,
+            "endpoint_url": "ftp://files.example/",
+            "health_url": "http://10.1.2.3/health",  # refused by the outbound guard's check, never connected to
+            "priority": -1,
+            "rate_limit_per_hour": 0,
+            "enabled": "yes",
+            "credentials": "two\nlines",
+        },
+        headers=bearer,
+    )
+    errors = fields_of(bad)
+    assert set(errors) == {
+        "name",
+        "endpoint_url",
+        "health_url",
+        "priority",
+        "rate_limit_per_hour",
+        "enabled",
+        "credentials",
+    }
+    assert (
+        "private" in errors["health_url"] or "not allowed" in errors["health_url"] or "10.1.2.3" in errors["health_url"]
+    )
+    both = await client.post(
+        f"{API}/{integration}/providers",
+        json={
+            "name": "Twilio",
+            "endpoint_url": receiver.url,
+            "health_url": receiver.url,
+            "credentials": "k",
+            "oauth_connection_id": "00000000-0000-0000-0000-000000000000",
+        },
+        headers=bearer,
+    )
+    assert "not both" in fields_of(both)["oauth_connection_id"]
+    strangers = await client.post(
+        f"{API}/{integration}/providers",
+        json={
+            "name": "Twilio",
+            "endpoint_url": receiver.url,
+            "health_url": receiver.url,
+            "oauth_connection_id": "00000000-0000-0000-0000-000000000000",
+        },
+        headers=bearer,
+    )
+    assert "not an OAuth connection of this organisation" in fields_of(strangers)["oauth_connection_id"]
+    not_json_object = await client.post(f"{API}/{integration}/providers", json=[1, 2], headers=bearer)
+    assert not_json_object.status_code == 422
+    async with db.connection() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM integration_providers") == 0
+
+
+async def test_scopes_and_organisations_fence_the_set_up(client, factory, receiver):
+    org, bearer = await api_client(factory)
+    integration = (await client.post(API, json={"name": "Calendar", "kind": "calendar"}, headers=bearer)).json()["id"]
+    provider = (
+        await client.post(
+            f"{API}/{integration}/providers",
+            json={"name": "Google", "endpoint_url": receiver.url, "health_url": receiver.url},
+            headers=bearer,
+        )
+    ).json()["id"]
+    _, reader = await factory.token(org, scopes="integrations:read")
+    read_only = {"authorization": f"Bearer {reader}"}
+    assert (await client.post(API, json={"name": "B", "kind": "sms"}, headers=read_only)).status_code == 403
+    assert (await client.delete(f"{API}/{integration}", headers=read_only)).status_code == 403
+    _, stranger = await api_client(factory)
+    assert (await client.patch(f"{API}/{integration}", json={"name": "Mine"}, headers=stranger)).status_code == 404
+    assert (
+        await client.patch(f"{API}/{integration}/providers/{provider}", json={"name": "Mine"}, headers=stranger)
+    ).status_code == 404
+    assert (await client.delete(f"{API}/{integration}/providers/{provider}", headers=stranger)).status_code == 404
+    assert (await client.delete(f"{API}/{integration}", headers=stranger)).status_code == 404
+    assert (await client.delete(f"{API}/{integration}", headers=bearer)).status_code == 204
+    assert (await client.get(f"{API}/{integration}", headers=bearer)).status_code == 404
+
+
+async def two_providers(factory, receiver):
+    org = await factory.org()
+    integration = await setup.create_integration(org.id, {"name": "Email delivery", "kind": "email"})
+    common = {"endpoint_url": receiver.url, "health_url": receiver.url}
+    first = await setup.create_provider(org.id, integration, {"name": "SendGrid"} | common)
+    second = await setup.create_provider(org.id, integration, {"name": "Mailgun"} | common)
+    return org, integration, first, second
+
+
+async def audit_and_events(integration):
+    async with db.connection() as conn:
+        audit = await conn.fetch(
+            "SELECT kind, trigger, reason, actor, from_provider_name, to_provider_name FROM failover_events "
+            "WHERE integration_id = $1 ORDER BY at",
+            integration,
+        )
+        events = await conn.fetch("SELECT event_type, payload::text FROM events WHERE event_type LIKE 'integration.%'")
+    return audit, [(e["event_type"], json.loads(e["payload"])) for e in events]
+
+
+async def test_disabling_the_active_provider_moves_traffic_and_says_who_did_it(factory, receiver):
+    org, integration, first, _second = await two_providers(factory, receiver)
+    await setup.update_provider(org.id, integration, first, {"enabled": False}, "ada@example.test")
+    [integration_view] = await services.overview(org.id, integration)
+    assert integration_view["active_provider"] == "Mailgun"
+    await services.call_integration(integration, "send", {})  # goes to Mailgun, the only enabled one
+    audit, events = await audit_and_events(integration)
+    [switch] = audit
+    assert (switch["kind"], switch["trigger"], switch["actor"]) == ("failover", "manual", "ada@example.test")
+    assert switch["reason"] == "SendGrid was disabled" and switch["to_provider_name"] == "Mailgun"
+    announced = [(p["from_provider"], p["to_provider"], p["trigger"]) for t, p in events if t == "integration.failover"]
+    assert announced == [("SendGrid", "Mailgun", "manual")]
+    # Disabling one that takes no traffic switches nothing.
+    await setup.update_provider(org.id, integration, first, {"enabled": True}, "ada@example.test")
+    await setup.update_provider(org.id, integration, first, {"enabled": False}, "ada@example.test")
+    assert len((await audit_and_events(integration))[0]) == 1
+
+
+async def test_removing_the_active_provider_moves_traffic_and_the_audit_keeps_its_name(factory, receiver):
+    org, integration, first, second = await two_providers(factory, receiver)
+    assert await setup.delete_provider(org.id, integration, first, "ada@example.test") == "SendGrid"
+    audit, _ = await audit_and_events(integration)
+    assert [(a["from_provider_name"], a["to_provider_name"], a["reason"]) for a in audit] == [
+        ("SendGrid", "Mailgun", "SendGrid was removed")
+    ]
+    trail = await services.audit_trail(org.id, integration)
+    assert trail[0]["from_provider"] == "SendGrid"
+    # The last one goes too: nothing is active, and a call says so instead of going anywhere.
+    await setup.delete_provider(org.id, integration, second, "ada@example.test")
+    with pytest.raises(services.NoHealthyProvider):
+        await services.call_integration(integration, "send", {})
+
+
+async def test_health_changes_are_announced_once_each_way(factory, receiver):
+    _org, integration, first, _ = await two_providers(factory, receiver)
+    await services.check_provider(first)  # up at the first check: not news
+    receiver.default = Answer(status=503)
+    await services.check_provider(first)
+    await services.check_provider(first)  # still down: no second announcement
+    receiver.default = Answer()
+    await services.check_provider(first)
+    _, events = await audit_and_events(integration)
+    changes = [(p["provider"], p["healthy"]) for t, p in events if t == "integration.health_changed"]
+    assert changes == [("SendGrid", False), ("SendGrid", True)]
+
+
+async def test_a_provider_on_an_oauth_connection_calls_with_its_access_token(client, factory, sandbox, receiver):
+    admin = await admin_with_sandbox(client, factory)
+    connection_id = await connect(client)
+    integration = await setup.create_integration(admin.org.id, {"name": "Calendar", "kind": "calendar"})
+    common = {"endpoint_url": receiver.url, "health_url": receiver.url}
+    linked = await setup.create_provider(
+        admin.org.id, integration, {"name": "Sandbox calendar", "oauth_connection_id": str(connection_id)} | common
+    )
+    await setup.create_provider(admin.org.id, integration, {"name": "Backup calendar"} | common)
+    await services.call_integration(integration, "events", {"title": "Interview"})
+    token = await oauth.get_access_token(connection_id)
+    assert receiver.log[-1].headers["authorization"] == f"Bearer {token}"
+    assert (await setup.provider(admin.org.id, integration, linked))["oauth_connection_id"] == str(connection_id)
+
+    # Disconnected: the provider cannot be called, its health check says why, and traffic moves on.
+    await oauth.disconnect(admin.org.id, connection_id, "ada@example.test")
+    assert await services.check_provider(linked) is False
+    shown = await setup.provider(admin.org.id, integration, linked)
+    assert "reconnect it" in shown["last_error"]
+    with pytest.raises(services.CallFailed, match="no OAuth token"):
+        await services.call_integration(integration, "events", {})
+    relinked = await client.patch(
+        f"{API}/{integration}/providers/{linked}",
+        json={"oauth_connection_id": str(connection_id)},
+        headers={"authorization": f"Bearer {(await factory.token(admin.org, scopes='integrations:write'))[1]}"},
+    )
+    assert "connect it again first" in fields_of(relinked)["oauth_connection_id"]
+
+
+async def test_an_admin_sets_up_an_integration_in_the_pages(client, factory, receiver):
+    admin = await factory.user()
+    await sign_in(client, admin)
+    empty = await client.post(f"{PAGES}/new", data=form(client, name="", kind="email", description=""))
+    assert empty.status_code == 422 and "Give the integration a name" in empty.text
+    created = await client.post(f"{PAGES}/new", data=form(client, name="Background checks", kind="background_check"))
+    assert created.status_code in (302, 303)
+    detail = created.headers["location"]
+    assert "now add its providers" in (await client.get(detail)).text
+    integration = detail.rstrip("/").rsplit("/", 1)[1]
+
+    provider_fields = {"name": "Checkr", "kind": "checkr", "endpoint_url": receiver.url, "health_url": receiver.url}
+    missing_key = await client.post(
+        f"{PAGES}/{integration}/providers/new", data=form(client, auth="credentials", enabled="on", **provider_fields)
+    )
+    assert missing_key.status_code == 422 and "Enter the API key" in missing_key.text
+    assert 'value="Checkr"' in missing_key.text  # what was typed is kept
+    no_connection = await client.post(
+        f"{PAGES}/{integration}/providers/new", data=form(client, auth="oauth", enabled="on", **provider_fields)
+    )
+    assert no_connection.status_code == 422 and "Choose one of the organisation" in no_connection.text
+    bad_url = await client.post(
+        f"{PAGES}/{integration}/providers/new",
+        data=form(client, auth="none", enabled="on", **(provider_fields | {"endpoint_url": "not a url"})),
+    )
+    assert bad_url.status_code == 422 and 'aria-invalid="true" aria-describedby="endpoint_url-error"' in bad_url.text
+    added = await client.post(
+        f"{PAGES}/{integration}/providers/new",
+        data=form(
+            client,
+            auth="credentials",
+            credentials="ck-secret",
+            enabled="on",
+            rate_limit_per_hour="100",
+            **provider_fields,
+        ),
+    )
+    assert added.status_code in (302, 303)
+    page = (await client.get(detail)).text
+    assert "Added Checkr." in page and 'data-provider="Checkr"' in page and "0 / 100 an hour" in page
+    provider = re.search(r"providers/([0-9a-f-]{36})/edit", page).group(1)
+
+    edit = (await client.get(f"{PAGES}/{integration}/providers/{provider}/edit")).text
+    assert "ck-secret" not in edit and "leave empty to keep it" in edit
+    saved = await client.post(
+        f"{PAGES}/{integration}/providers/{provider}/edit",
+        data=form(client, auth="credentials", credentials="", priority="10", rate_limit_per_hour="", **provider_fields),
+    )
+    assert saved.status_code in (302, 303), re.findall(r'field-error"[^>]*>([^<]+)', saved.text)
+    page = (await client.get(detail)).text
+    assert 'badge-off">disabled' in page  # the box was left unticked
+    one = await setup.provider(admin.org.id, integration, provider)
+    assert one["has_credentials"] and one["rate_limit_per_hour"] is None and not one["enabled"]
+    await client.post(f"{PAGES}/{integration}/providers/{provider}/enabled", data=form(client, enabled="true"))
+    assert (await setup.provider(admin.org.id, integration, provider))["enabled"]
+    removed = await client.post(f"{PAGES}/{integration}/providers/{provider}/delete", data=form(client))
+    assert "Removed Checkr" in (await client.get(removed.headers["location"])).text
+    gone = await client.post(f"{PAGES}/{integration}/delete", data=form(client))
+    assert "Deleted Background checks" in (await client.get(gone.headers["location"])).text
+
+
+async def test_viewers_cannot_set_up_and_other_organisations_get_404(client, factory, receiver):
+    viewer = await factory.user(role="viewer")
+    integration = await setup.create_integration(viewer.org.id, {"name": "SMS", "kind": "sms"})
+    provider = await setup.create_provider(
+        viewer.org.id, integration, {"name": "Twilio", "endpoint_url": receiver.url, "health_url": receiver.url}
+    )
+    await sign_in(client, viewer)
+    page = (await client.get(f"{PAGES}/{integration}")).text
+    assert 'data-testid="add-provider"' not in page and 'data-testid="edit-provider"' not in page
+    assert (await client.get(f"{PAGES}/new")).status_code == 403
+    assert (await client.post(f"{PAGES}/new", data=form(client, name="X", kind="sms"))).status_code == 403
+    toggled = await client.post(
+        f"{PAGES}/{integration}/providers/{provider}/enabled", data=form(client, enabled="false")
+    )
+    assert toggled.status_code == 403
+    stranger = await factory.user()
+    await client.post("/logout", data=form(client))
+    await sign_in(client, stranger)
+    assert (await client.get(f"{PAGES}/{integration}/providers/{provider}/edit")).status_code == 404
+    assert (await client.post(f"{PAGES}/{integration}/delete", data=form(client))).status_code == 404
+    assert (await setup.provider(viewer.org.id, integration, provider))["enabled"]
