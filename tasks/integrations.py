@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import uuid
 from typing import Any
 
@@ -21,6 +22,27 @@ async def run_health_check(provider_id: str) -> None:
     await services.check_provider(uuid.UUID(provider_id))
 
 
+# A failing call is tried again after 5 s, doubling to 10 min, 20 times: about two hours, long enough to
+# outlast a provider's outage or a breaker's cooldown. Deferrals (waiting for a rate-limit slot or a
+# provider's Retry-After) are not failures and do not count against those; 500 of them (days of a
+# provider answering 429) end the call too.
+MAX_FAILURES = 20
+MAX_DEFERRALS = 500
+FIRST_BACKOFF_MS = 5_000
+MAX_BACKOFF_MS = 600_000
+
+
+class CallAbandoned(Exception):
+    """A call that failed or waited too often; Dramatiq keeps it in its dead-letter set."""
+
+
+def backoff_ms(failures: int) -> int:
+    """The wait before the next try after `failures` failures, with ±20 % jitter so that calls that
+    failed together do not all come back together."""
+    base = min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** min(failures - 1, 20))
+    return int(base * random.uniform(0.8, 1.2))
+
+
 async def attempt_call(
     integration_id: str,
     operation: str,
@@ -28,11 +50,18 @@ async def attempt_call(
     call_id: str,
     deferrals: int = 0,
     reserved_for: str | None = None,
+    failures: int = 0,
 ) -> int | None:
-    """One attempt at a call. Deferred (over the rate limit, or the provider said 429), the same call is
-    sent again for its booked slot and the delay (ms) is returned; a failure raises `dramatiq.Retry`; a
-    call the provider refused (Rejected) is raised as it is and not retried; a deleted integration's
-    call is dropped (there is nothing left to call)."""
+    """One attempt at a call; returns the delay (ms) of the next attempt it sent, or None when done.
+
+    - Deferred (over the rate limit, or the provider said 429): the same call is sent again for its
+      booked slot; `reserved_for` names the provider the slot was booked at, for that one attempt.
+    - Failed (no answer, 5xx, no usable provider): sent again after a backoff, with no slot booked.
+    - Refused (Rejected, a 4xx): raised, and not tried again.
+    - The integration is gone: dropped, there is nothing left to call.
+
+    Each next attempt is a new message sent before this one is acknowledged: a crash in between
+    repeats the call (under the same Idempotency-Key) rather than losing it."""
     try:
         await services.call_integration(
             uuid.UUID(integration_id),
@@ -42,33 +71,59 @@ async def attempt_call(
             reserved_for=uuid.UUID(reserved_for) if reserved_for else None,
         )
     except services.Deferred as deferred:
-        # Sent before this message is acknowledged: a crash in between redelivers the call (the provider
-        # may then see it twice, under one Idempotency-Key) rather than losing it. A new message, not a
-        # Dramatiq retry: waiting for the limit is not a failure and must not use up the call's retries.
+        if deferrals >= MAX_DEFERRALS:
+            raise CallAbandoned(f"call {call_id}: deferred {deferrals} times; last: {deferred}") from None
         delay_ms = math.ceil(deferred.retry_after * 1000)
         booked = str(deferred.reserved_for) if deferred.reserved_for else None
-        args = (integration_id, operation, payload, call_id, deferrals + 1, booked)
-        await queue.asend("call_provider", *args, delay_ms=delay_ms)
+        await queue.asend(
+            "call_provider",
+            integration_id,
+            operation,
+            payload,
+            call_id,
+            deferrals + 1,
+            booked,
+            failures,
+            delay_ms=delay_ms,
+        )
         log.info("call %s to integration %s deferred %d ms: %s", call_id, integration_id, delay_ms, deferred)
         return delay_ms
     except services.Rejected as refused:
-        log.error("call %s to integration %s, not retried: %s: %s", call_id, integration_id, refused, refused.body)
+        log.error("call %s to integration %s not retried: %s", call_id, integration_id, refused)
         raise
     except (services.NoHealthyProvider, services.CallFailed) as error:
-        log.warning("call %s to integration %s failed, to be retried: %s", call_id, integration_id, error)
-        raise dramatiq.Retry(str(error)) from error
+        if failures + 1 > MAX_FAILURES:
+            raise CallAbandoned(f"call {call_id}: failed {failures + 1} times; last: {error}") from None
+        delay_ms = backoff_ms(failures + 1)
+        await queue.asend(
+            "call_provider",
+            integration_id,
+            operation,
+            payload,
+            call_id,
+            deferrals,
+            None,
+            failures + 1,
+            delay_ms=delay_ms,
+        )
+        log.warning(
+            "call %s to integration %s failed, tried again in %d ms: %s", call_id, integration_id, delay_ms, error
+        )
+        return delay_ms
     except services.NotFound:
         log.warning("call %s to integration %s dropped: the integration was deleted", call_id, integration_id)
     return None
 
 
+# Dramatiq's own retries cover only the unexpected (the database restarting, say); the call's failures
+# and deferrals are counted by attempt_call, whose next attempts are new messages.
 @dramatiq.actor(
     queue_name="integrations",
-    max_retries=20,
+    max_retries=10,
     min_backoff=5_000,
     max_backoff=600_000,
     time_limit=120_000,
-    throws=(services.Rejected,),
+    throws=(services.Rejected, CallAbandoned),
 )
 async def call_provider(
     integration_id: str,
@@ -77,19 +132,13 @@ async def call_provider(
     call_id: str,
     deferrals: int = 0,
     reserved_for: str | None = None,
+    failures: int = 0,
 ) -> None:
     """`services.call_integration` in the background; `call_id` is the Idempotency-Key of every attempt.
 
-    Over the rate limit the call is deferred: sent again for the slot booked for it (`reserved_for`
-    names the provider, so the next attempt does not take a second token), never dropped. A
-    provider's 429 defers it too, for as long as the provider's Retry-After says.
-    A deferral is a new message, so it uses none of the call's retries; the new message's count does
-    start from zero (an actor cannot read its own message's count without Dramatiq's CurrentMessage
-    middleware, which the broker does not install).
-
-    A failing call (no provider can take calls, or the provider answered an error or not at all) is
-    retried by Dramatiq's Retries middleware, 5 s doubling to 10 min: 20 retries span about two hours,
-    long enough to outlast a provider's outage or a breaker's cooldown. One that exhausts them goes to
-    Dramatiq's dead-letter set (`intime:integrations.XQ` in Redis, kept 7 days), as does at once a call
-    the provider refused with a 4xx (Rejected: sending it again would not help)."""
-    await attempt_call(integration_id, operation, payload, call_id, deferrals, reserved_for)
+    Over the rate limit the call is deferred, never dropped: sent again for the slot booked for it. A
+    provider's 429 defers it for as long as the provider's Retry-After says. A failing call is tried
+    again with backoff (`MAX_FAILURES`). A call the provider refused with a 4xx (Rejected: sending it
+    again would not help), or one that failed or waited too often, goes to Dramatiq's dead-letter set
+    (`intime:integrations.XQ` in Redis, kept 7 days) and the worker's log says why."""
+    await attempt_call(integration_id, operation, payload, call_id, deferrals, reserved_for, failures)

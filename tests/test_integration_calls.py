@@ -62,8 +62,51 @@ async def test_a_call_over_the_limit_is_sent_again_for_when_the_next_token_is_du
     assert receiver.log == []
     assert delay_ms is not None and 1_700_000 < delay_ms <= 1_800_000
     [message] = await pending_calls()
-    assert list(message.args) == [str(integration), "send", {"to": "+15550100"}, "call-1", 4, str(provider)]
+    assert list(message.args) == [str(integration), "send", {"to": "+15550100"}, "call-1", 4, str(provider), 0]
     assert message.options["eta"] >= before * 1000 + delay_ms
+
+
+async def test_a_booked_slot_serves_one_attempt_and_a_failure_takes_a_new_token(factory, receiver):
+    from tasks.integrations import attempt_call
+
+    # Given a spent bucket of two an hour, and a call deferred with a slot booked for it
+    integration, provider = await integration_with_provider(factory, receiver, rate_limit_per_hour=2)
+    for _ in range(2):
+        assert (await ratelimit.take(provider, 2)).taken
+    receiver.default = Answer(status=503)
+    # When its slot comes and the provider fails it
+    delay_ms = await attempt_call(str(integration), "send", {}, "call-3", 1, str(provider))
+    assert len(receiver.log) == 1 and delay_ms is not None and 4_000 <= delay_ms <= 6_000  # 5 s, jittered
+    # Then the next try books no slot, counts the failure, and must take a token of its own
+    [retry] = await pending_calls()
+    assert list(retry.args)[4:] == [1, None, 1]
+    assert await attempt_call(*retry.args) is not None
+    assert len(receiver.log) == 1  # none to take: deferred, not sent
+
+
+async def test_a_call_that_keeps_failing_is_given_up_after_twenty_failures(factory, receiver):
+    from tasks.integrations import MAX_FAILURES, CallAbandoned, attempt_call
+
+    integration, _ = await integration_with_provider(factory, receiver)
+    receiver.default = Answer(status=500)
+    with pytest.raises(CallAbandoned, match=f"failed {MAX_FAILURES + 1} times"):
+        await attempt_call(str(integration), "send", {}, "call-4", 0, None, MAX_FAILURES)
+    assert await pending_calls() == []
+
+
+async def test_a_provider_that_no_longer_accepts_our_credentials_counts_against_it(factory, receiver):
+    integration, _provider = await integration_with_provider(factory, receiver)
+    receiver.default = Answer(status=401)
+    with pytest.raises(services.CallFailed, match="did not accept our credentials") as failed:
+        await services.call_integration(integration, "send", {})
+    assert not isinstance(failed.value, services.Rejected)  # tried again later, not given up
+    [overview] = await services.overview(await _org_of(integration), integration)
+    assert overview["providers"][0]["circuit"] == "closed"  # one failure of five
+    for _ in range(4):
+        with pytest.raises(services.CallFailed):
+            await services.call_integration(integration, "send", {})
+    [overview] = await services.overview(await _org_of(integration), integration)
+    assert overview["providers"][0]["circuit"] == "open"
 
 
 async def test_calls_over_the_limit_book_slots_one_token_apart():
@@ -96,7 +139,7 @@ async def test_a_provider_that_says_429_defers_the_call_as_long_as_it_asks_witho
 async def test_a_call_the_provider_refuses_is_not_retried(factory, receiver, worker_process):
     integration, _ = await integration_with_provider(factory, receiver)
     receiver.default = Answer(status=422, body=b'{"error": "invalid phone number"}')
-    enqueue_call(integration, "send", {"to": "not a number"}, call_id="bad-1")
+    await enqueue_call(integration, "send", {"to": "not a number"}, call_id="bad-1")
     await receiver.wait_for(1, timeout=20)
     await wait_until(all_done, timeout=10)
     # Nothing else arrives: the worker gave it up at once (Dramatiq's dead-letter set keeps it).
@@ -120,7 +163,7 @@ async def test_a_call_to_a_deleted_integration_is_dropped_not_retried(factory, r
 async def test_an_operation_that_is_not_a_plain_name_is_refused_before_it_is_enqueued(factory, receiver):
     integration, _ = await integration_with_provider(factory, receiver)
     with pytest.raises(ValueError, match="not a plain name"):
-        enqueue_call(integration, "send/../admin", {"to": "+15550100"})
+        await enqueue_call(integration, "send/../admin", {"to": "+15550100"})
     assert await pending_calls() == []
 
 
@@ -137,7 +180,7 @@ async def test_a_burst_over_the_rate_limit_arrives_whole_once_each_and_no_faster
     drained_at = time.time()
     # When a burst of calls is enqueued: the worker's four threads take four at once, of which at most
     # three can get a token within the two seconds a call waits, so some are deferred
-    call_ids = [enqueue_call(integration, "send", {"n": n}) for n in range(6)]
+    call_ids = [await enqueue_call(integration, "send", {"n": n}) for n in range(6)]
     # Then every call arrives, one token apart, and once each (nothing is left to arrive later)
     arrived = await receiver.wait_for(6, timeout=30)
     await wait_until(all_done, timeout=10)
@@ -159,7 +202,7 @@ async def test_a_call_the_provider_fails_is_retried_by_the_worker_under_the_same
     integration, _ = await integration_with_provider(factory, receiver)
     receiver.then(Answer(status=503))
     # When a call is enqueued with the caller's own id
-    call_id = enqueue_call(integration, "send", {"to": "+15550100"}, call_id="order-42")
+    call_id = await enqueue_call(integration, "send", {"to": "+15550100"}, call_id="order-42")
     # Then the worker retries it after its backoff (5 to 10 s) and it arrives, under the same key
     arrived = await receiver.wait_for(2, timeout=30)
     await wait_until(all_done, timeout=10)

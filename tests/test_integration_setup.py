@@ -44,6 +44,8 @@ async def test_the_api_creates_an_integration_and_its_providers_and_never_shows_
     assert "another integration of this name" in fields_of(again)["name"]
     bad = await client.post(API, json={"name": " ", "kind": "pigeon", "colour": "red"}, headers=bearer)
     assert set(fields_of(bad)) == {"name", "kind", "colour"}
+    wrong_types = await client.post(API, json={"name": ["x"], "kind": ["email"], "description": 7}, headers=bearer)
+    assert set(fields_of(wrong_types)) == {"name", "kind", "description"}
 
     first = await client.post(
         f"{API}/{integration}/providers",
@@ -98,7 +100,7 @@ async def test_every_bad_provider_field_is_named(client, factory, receiver):
             "priority": -1,
             "rate_limit_per_hour": 0,
             "enabled": "yes",
-            "credentials": "two\nlines",
+            "credentials": "ключ",  # it travels in an HTTP header: ASCII only
         },
         headers=bearer,
     )
@@ -194,7 +196,7 @@ async def test_disabling_the_active_provider_moves_traffic_and_says_who_did_it(f
     await setup.update_provider(org.id, integration, first, {"enabled": False}, "ada@example.test")
     [integration_view] = await services.overview(org.id, integration)
     assert integration_view["active_provider"] == "Mailgun"
-    await services.call_integration(integration, "send", {})  # goes to Mailgun, the only enabled one
+    assert (await services.call_integration(integration, "send", {}))["provider"] == "Mailgun"
     audit, events = await audit_and_events(integration)
     [switch] = audit
     assert (switch["kind"], switch["trigger"], switch["actor"]) == ("failover", "manual", "ada@example.test")
@@ -249,13 +251,16 @@ async def test_a_provider_on_an_oauth_connection_calls_with_its_access_token(cli
     assert receiver.log[-1].headers["authorization"] == f"Bearer {token}"
     assert (await setup.provider(admin.org.id, integration, linked))["oauth_connection_id"] == str(connection_id)
 
-    # Disconnected: the provider cannot be called, its health check says why, and traffic moves on.
+    # Disconnected: the provider cannot be called, its health check says why, and both count against
+    # it, so (two failures opening this integration's circuits) traffic moves to the backup.
+    await services.update_failover(admin.org.id, integration, {"breaker_failure_threshold": 2})
     await oauth.disconnect(admin.org.id, connection_id, "ada@example.test")
     assert await services.check_provider(linked) is False
     shown = await setup.provider(admin.org.id, integration, linked)
     assert "reconnect it" in shown["last_error"]
     with pytest.raises(services.CallFailed, match="no OAuth token"):
         await services.call_integration(integration, "events", {})
+    assert (await services.call_integration(integration, "events", {}))["provider"] == "Backup calendar"
     relinked = await client.patch(
         f"{API}/{integration}/providers/{linked}",
         json={"oauth_connection_id": str(connection_id)},
@@ -346,3 +351,62 @@ async def test_viewers_cannot_set_up_and_other_organisations_get_404(client, fac
     assert (await client.get(f"{PAGES}/{integration}/providers/{provider}/edit")).status_code == 404
     assert (await client.post(f"{PAGES}/{integration}/delete", data=form(client))).status_code == 404
     assert (await setup.provider(viewer.org.id, integration, provider))["enabled"]
+
+
+async def test_a_new_first_provider_takes_traffic_only_by_an_audited_failback(factory, receiver):
+    org, integration, _first, _ = await two_providers(factory, receiver)
+    newcomer = await setup.create_provider(
+        org.id,
+        integration,
+        {"name": "Postmark", "priority": 0, "endpoint_url": receiver.url, "health_url": receiver.url},
+    )
+    # It is the primary now, but traffic stays where it was, and nothing is in the audit trail yet.
+    assert (await services.call_integration(integration, "send", {}))["provider"] == "SendGrid"
+    assert (await audit_and_events(integration))[0] == []
+    # Once it has been healthy for failback_after_seconds (0 here), traffic moves to it, audited.
+    await services.update_failover(org.id, integration, {"failback_after_seconds": 0})
+    await services.check_provider(newcomer)
+    await services.evaluate(integration)
+    assert (await services.call_integration(integration, "send", {}))["provider"] == "Postmark"
+    [switch] = (await audit_and_events(integration))[0]
+    assert (switch["kind"], switch["from_provider_name"], switch["to_provider_name"]) == (
+        "failback",
+        "SendGrid",
+        "Postmark",
+    )
+
+
+async def test_numbers_in_any_script_and_other_odd_input_are_form_errors_not_crashes(client, factory, receiver):
+    org, bearer = await api_client(factory)
+    integration = (await client.post(API, json={"name": "HRIS", "kind": "hris"}, headers=bearer)).json()["id"]
+    common = {"name": "Workday", "endpoint_url": receiver.url, "health_url": receiver.url}
+    for priority in ("²", "--5", "9" * 5000, "١٢", 1e3, None, True):
+        answer = await client.post(
+            f"{API}/{integration}/providers", json=common | {"priority": priority}, headers=bearer
+        )
+        assert "priority" in fields_of(answer), priority
+    admin = await factory.user(org=org)
+    await sign_in(client, admin)
+    page = await client.post(
+        f"{PAGES}/{integration}/providers/new",
+        data=form(client, auth="none", enabled="on", priority="²", rate_limit_per_hour="1e9", **common),
+    )
+    assert page.status_code == 422 and page.text.count('class="field-error"') == 2
+
+
+async def test_the_edit_form_shows_and_keeps_the_description(client, factory):
+    admin = await factory.user()
+    integration = await setup.create_integration(
+        admin.org.id, {"name": "Job boards", "kind": "job_board", "description": "Indeed and LinkedIn postings"}
+    )
+    await sign_in(client, admin)
+    edit = (await client.get(f"{PAGES}/{integration}/edit")).text
+    assert "Indeed and LinkedIn postings</textarea>" in edit
+    saved = await client.post(
+        f"{PAGES}/{integration}/edit",
+        data=form(client, name="Job boards", kind="job_board", description="Indeed and LinkedIn postings"),
+    )
+    assert saved.status_code in (302, 303)
+    assert "Indeed and LinkedIn postings" in (await client.get(f"{PAGES}/{integration}")).text
+    renamed = await client.post(f"{PAGES}/{integration}/edit", data=form(client, name="", kind="job_board"))
+    assert renamed.status_code == 422 and "Give the integration a name" in renamed.text

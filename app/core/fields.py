@@ -4,6 +4,7 @@ the clean value, or None when there is none."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from app.core import problems
@@ -26,9 +27,9 @@ def text(
 
 
 def whole_number(data: dict[str, Any], field: str, errors: dict[str, str], low: int, high: int) -> int | None:
-    """A whole number within [low, high]; a form's digits count as one."""
+    """A whole number within [low, high]; a form's digits (ASCII, at most 15) count as one."""
     value = data.get(field)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,15}", value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         errors[field] = f"a whole number from {low:,} to {high:,}"

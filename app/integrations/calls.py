@@ -16,7 +16,7 @@ from app.core import queue
 from app.integrations import services
 
 
-def enqueue_call(
+async def enqueue_call(
     integration_id: uuid.UUID, operation: str, payload: dict[str, Any], *, call_id: str | None = None
 ) -> str:
     """Enqueue `POST <endpoint>/<operation>` with `payload` to the integration's active provider; returns
@@ -24,5 +24,5 @@ def enqueue_call(
     say): the provider then sees one key for both."""
     services.check_operation(operation)  # refused here, the caller learns of it now, not from a worker's log
     call_id = call_id or str(uuid.uuid4())
-    queue.send("call_provider", str(integration_id), operation, payload, call_id)
+    await queue.asend("call_provider", str(integration_id), operation, payload, call_id)
     return call_id

@@ -34,7 +34,8 @@ elseif reserve and tokens - 1 >= -capacity then
 else
   wait = (1 - tokens) / rate
 end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+-- Time only moves forward: a worker whose clock is behind must not make the next one count time twice.
+redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', math.max(now, at))
 redis.call('EXPIRE', KEYS[1], math.ceil(2 * capacity / rate) + 60)
 return {taken, tostring(wait), tostring(tokens)}
 """

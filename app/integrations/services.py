@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 
 from app.core import db, outbound, problems
@@ -215,7 +216,8 @@ async def evaluate(integration_id: uuid.UUID) -> str | None:
         if not active.breaker.allows_calls and integration["failover_mode"] == "automatic":
             target = next_usable(views, after=active)
             if target is not None:
-                reason = f"{active.row['name']}'s circuit opened ({active.breaker.trips} trip(s))"
+                trips = active.breaker.trips
+                reason = f"{active.row['name']}'s circuit opened" + (f" (trip {trips} in a row)" if trips > 1 else "")
                 await switch(conn, integration, active, target, "failover", "automatic", reason, "system")
                 return "failover"
         if (
@@ -339,6 +341,18 @@ async def check_provider(provider_id: uuid.UUID) -> bool | None:
         # Up or not, it cannot take calls until an admin reconnects its OAuth connection.
         ok, status, error_class = False, None, "oauth"
     latency = int((time.perf_counter() - started) * 1000)
+    try:
+        await _record_check(provider, ok, latency, status, error_class, oauth_problem)
+    except asyncpg.ForeignKeyViolationError:
+        return None  # the provider was removed while it was being checked
+    await breaker.record(provider_id, ok, policy_of(integration))
+    await evaluate(provider["integration_id"])
+    return ok
+
+
+async def _record_check(provider, ok: bool, latency: int, status, error_class, oauth_problem) -> None:
+    """Store a check's result on the provider and in its history; a change of health is announced."""
+    provider_id = provider["id"]
     async with db.connection() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO health_checks (id, provider_id, org_id, at, ok, latency_ms, status_code, error_class) "
@@ -369,9 +383,6 @@ async def check_provider(provider_id: uuid.UUID) -> bool | None:
                 "error": None if ok else error_class,
             }
             await publish(conn, provider["org_id"], "integration.health_changed", payload)
-    await breaker.record(provider_id, ok, policy_of(integration))
-    await evaluate(provider["integration_id"])
-    return ok
 
 
 async def _probe(url: str) -> tuple[bool, int | None, str | None]:
@@ -459,7 +470,8 @@ async def call_integration(
                 raw = (await response.aread())[:1_000_000]
             finally:
                 await response.aclose()
-    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused) as error:
+    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused, ValueError) as error:
+        # ValueError: a request httpx cannot encode (a header value that is not ASCII, say).
         await breaker.record(active.id, False, policy)
         await evaluate(integration_id)
         raise CallFailed(f"{active.row['name']}: {outbound.classify_error(error)}") from None
@@ -467,9 +479,20 @@ async def call_integration(
     if status == 429:  # the provider's own limit: not a fault of its health; come back when it says
         wait = _retry_after(response.headers.get("retry-after"))
         raise Deferred(wait, why=f"{active.row['name']} is busy (HTTP 429); retry in {wait:.0f} s")
-    state = await breaker.record(active.id, status < 500 and status != 408, policy)
+    # 401 and 403 say our credentials no longer work there: every call would fail, so they count
+    # against the provider (traffic moves to one that takes them) and are tried again, not refused.
+    unauthorised = status in (401, 403)
+    state = await breaker.record(active.id, status < 500 and status != 408 and not unauthorised, policy)
     if not state.allows_calls:
         await evaluate(integration_id)
+    if unauthorised:
+        if status == 401 and active.row["oauth_connection_id"] is not None:
+            # Revoked or expired early at the provider: the next attempt goes with a fresh token.
+            await oauth.refresh(active.row["oauth_connection_id"], on_demand=True, force=True)
+        raise CallFailed(
+            f"{active.row['name']} did not accept our credentials (HTTP {status}): check its credentials or "
+            "OAuth connection"
+        )
     text = raw[:2000].decode("utf-8", "replace")
     if 400 <= status < 500 and status != 408:
         raise Rejected(f"{active.row['name']} refused the call: HTTP {status}", status, text)
@@ -615,6 +638,7 @@ async def overview(org_id: uuid.UUID, integration_id: uuid.UUID | None = None) -
                     "id": str(integration["id"]),
                     "name": integration["name"],
                     "kind": integration["kind"],
+                    "description": integration["description"],
                     "active_provider": active.row["name"] if active else None,
                     "healthy": active is not None and active.usable,
                     "failover": failover_config(integration),

@@ -10,6 +10,7 @@ provider moves traffic to the next usable one in the same transaction, as an aud
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -48,6 +49,7 @@ PROVIDER_FIELDS = {
 MAX_PRIORITY = 1000
 MAX_RATE_LIMIT = 100_000_000
 CREDENTIALS_MAX = 4096
+CREDENTIALS_RE = re.compile(rf"[\x21-\x7e](?:[\x20-\x7e]{{0,{CREDENTIALS_MAX - 2}}}[\x21-\x7e])?")
 
 
 # --- Integrations -------------------------------------------------------------------------------------
@@ -63,7 +65,7 @@ def _integration_columns(data: Any, *, partial: bool) -> dict[str, Any]:
         if name is not None:
             out["name"] = name
     if "kind" in data or not partial:
-        if data.get("kind") not in KINDS:
+        if not isinstance(data.get("kind"), str) or data["kind"] not in KINDS:
             errors["kind"] = f"one of {', '.join(KINDS)}"
         else:
             out["kind"] = data["kind"]
@@ -178,13 +180,11 @@ async def _provider_columns(conn, org_id: uuid.UUID, data: Any, *, partial: bool
     elif "credentials" in data and credentials != "":
         if credentials is None:
             out["credentials"] = None
-        elif (
-            not isinstance(credentials, str)
-            or len(credentials) > CREDENTIALS_MAX
-            or not credentials.isprintable()
-            or credentials != credentials.strip()
-        ):
-            errors["credentials"] = f"printable text on one line, at most {CREDENTIALS_MAX:,} characters"
+        elif not isinstance(credentials, str) or not CREDENTIALS_RE.fullmatch(credentials):
+            # It travels in an HTTP header: visible ASCII only (spaces inside allowed), one line.
+            errors["credentials"] = (
+                f"letters, digits and ASCII punctuation on one line, at most {CREDENTIALS_MAX:,} characters"
+            )
         else:
             out["credentials"] = credentials
             out["oauth_connection_id"] = None
@@ -224,14 +224,15 @@ def _sealed(provider_id: uuid.UUID, columns: dict[str, Any]) -> dict[str, Any]:
 
 async def create_provider(org_id: uuid.UUID, integration_id: uuid.UUID, data: Any) -> uuid.UUID:
     """Adds a provider; without a priority it goes last (after the others, in steps of 10)."""
-    provider_id = uuid.uuid4()
-    async with db.connection() as conn, conn.transaction():
+    async with db.connection() as conn:
         await _owned(conn, org_id, integration_id)
-        columns = _sealed(provider_id, await _provider_columns(conn, org_id, data, partial=False))
+    provider_id = uuid.uuid4()
+    columns = _sealed(provider_id, await _validated(org_id, data, partial=False))
+    async with db.connection() as conn, conn.transaction():
+        integration, views = await _locked(conn, org_id, integration_id)
+        await _pin_traffic(conn, integration, views)
         if "priority" not in columns:
-            last = await conn.fetchval(
-                "SELECT max(priority) FROM integration_providers WHERE integration_id = $1", integration_id
-            )
+            last = max((v.row["priority"] for v in views), default=None)
             columns["priority"] = min(MAX_PRIORITY, (last + 10) if last is not None else 10)
         names = ["id", "integration_id", "org_id", *columns]
         values = [provider_id, integration_id, org_id, *columns.values()]
@@ -247,6 +248,44 @@ async def create_provider(org_id: uuid.UUID, integration_id: uuid.UUID, data: An
     return provider_id
 
 
+async def _validated(org_id: uuid.UUID, data: Any, *, partial: bool) -> dict[str, Any]:
+    """Checked before any lock is taken: a URL's check resolves its host, which may take seconds."""
+    async with db.connection() as conn:
+        return await _provider_columns(conn, org_id, data, partial=partial)
+
+
+async def _locked(conn, org_id: uuid.UUID, integration_id: uuid.UUID) -> tuple[Any, list[ProviderView]]:
+    """The integration and its providers, locked against evaluate() and other changes till commit."""
+    integration, views = await services.load(conn, integration_id, lock=True)
+    if integration["org_id"] != org_id:
+        raise NotFound("No such integration in this organisation.")
+    return integration, views
+
+
+async def _pin_traffic(conn, integration, views: list[ProviderView]) -> None:
+    """Before a change of providers: traffic stays where it goes now (a new provider first in priority,
+    or one re-enabled, becomes the primary but takes traffic only by an audited failback), and the
+    primary's healthy time starts afresh, since the primary may be another one now."""
+    active = services.active_of(integration, views)
+    await conn.execute(
+        "UPDATE integrations SET active_provider_id = $2, primary_healthy_since = NULL WHERE id = $1",
+        integration["id"],
+        active.id if active else None,
+    )
+
+
+async def _provider_of(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID) -> None:
+    async with db.connection() as conn:
+        found = await conn.fetchval(
+            "SELECT 1 FROM integration_providers WHERE id = $1 AND integration_id = $2 AND org_id = $3",
+            provider_id,
+            integration_id,
+            org_id,
+        )
+    if not found:
+        raise NotFound("No such provider in this integration.")
+
+
 async def provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID) -> dict[str, Any]:
     """One provider as pages and the API show it (whether credentials are set, never what they are)."""
     [integration] = await services.overview(org_id, integration_id)
@@ -259,14 +298,17 @@ async def provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uu
 async def update_provider(
     org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID, data: Any, actor: str
 ) -> None:
+    await _provider_of(org_id, integration_id, provider_id)
+    columns = _sealed(provider_id, await _validated(org_id, data, partial=True))
+    if not columns:
+        return
     async with db.connection() as conn, conn.transaction():
-        integration, views = await services.load(conn, integration_id, lock=True)
+        integration, views = await _locked(conn, org_id, integration_id)
         current = next((v for v in views if v.id == provider_id), None)
-        if integration["org_id"] != org_id or current is None:
+        if current is None:
             raise NotFound("No such provider in this integration.")
-        columns = _sealed(provider_id, await _provider_columns(conn, org_id, data, partial=True))
-        if not columns:
-            return
+        if {"priority", "enabled"} & set(columns):
+            await _pin_traffic(conn, integration, views)
         if columns.get("enabled") is False and current.row["enabled"]:
             await _move_traffic_off(conn, integration, views, current, f"{current.row['name']} was disabled", actor)
         assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=2))
@@ -283,10 +325,11 @@ async def update_provider(
 async def delete_provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID, actor: str) -> str:
     """Removes a provider with its health history; traffic moves off it first. Returns its name."""
     async with db.connection() as conn, conn.transaction():
-        integration, views = await services.load(conn, integration_id, lock=True)
+        integration, views = await _locked(conn, org_id, integration_id)
         current = next((v for v in views if v.id == provider_id), None)
-        if integration["org_id"] != org_id or current is None:
+        if current is None:
             raise NotFound("No such provider in this integration.")
+        await _pin_traffic(conn, integration, views)
         if current.row["enabled"]:
             await _move_traffic_off(conn, integration, views, current, f"{current.row['name']} was removed", actor)
         await conn.execute("DELETE FROM integration_providers WHERE id = $1", provider_id)
