@@ -282,9 +282,12 @@ async def test_an_admin_sets_up_an_integration_in_the_pages(client, factory, rec
 
     provider_fields = {"name": "Checkr", "kind": "checkr", "endpoint_url": receiver.url, "health_url": receiver.url}
     missing_key = await client.post(
-        f"{PAGES}/{integration}/providers/new", data=form(client, auth="credentials", enabled="on", **provider_fields)
+        f"{PAGES}/{integration}/providers/new",
+        data=form(client, auth="credentials", enabled="on", rate_limit_per_hour="lots", **provider_fields),
     )
+    # Every bad field is explained at once, the form's own and the service's.
     assert missing_key.status_code == 422 and "Enter the API key" in missing_key.text
+    assert 'id="rate_limit_per_hour-error">a whole number' in missing_key.text
     assert 'value="Checkr"' in missing_key.text  # what was typed is kept
     no_connection = await client.post(
         f"{PAGES}/{integration}/providers/new", data=form(client, auth="oauth", enabled="on", **provider_fields)

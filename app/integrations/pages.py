@@ -78,7 +78,7 @@ class IntegrationPages(Controller):
         org_id = principal_of(request).org_id
         [integration] = await services.overview(org_id, integration_id)
         form = await request.form()
-        data, errors = _provider_data(form, None)
+        data, errors = await _provider_data(org_id, form, None)
         try:
             if errors:
                 raise fields.invalid("provider", errors)
@@ -117,7 +117,7 @@ class IntegrationPages(Controller):
         [integration] = await services.overview(principal.org_id, integration_id)
         provider = await setup.provider(principal.org_id, integration_id, provider_id)
         form = await request.form()
-        data, errors = _provider_data(form, provider)
+        data, errors = await _provider_data(principal.org_id, form, provider)
         try:
             if errors:
                 raise fields.invalid("provider", errors)
@@ -244,8 +244,11 @@ def _provider_values(form: FormMultiDict) -> dict[str, Any]:
     return values | {"enabled": form.get("enabled") == "on", "auth": str(form.get("auth", "none"))}
 
 
-def _provider_data(form: FormMultiDict, current: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, str]]:
-    """A submitted provider form as the API's JSON shape, plus the errors only the form can make.
+async def _provider_data(
+    org_id: uuid.UUID, form: FormMultiDict, current: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A submitted provider form as the API's JSON shape, plus the errors only the form can make, with
+    (when there are some) the others, so that every field's error is shown at once.
 
     How it authenticates is a choice of three: no credentials, credentials (left empty: keep the stored
     ones), or one of the organisation's OAuth connections."""
@@ -271,6 +274,11 @@ def _provider_data(form: FormMultiDict, current: dict[str, Any] | None) -> tuple
         data["oauth_connection_id"] = str(form.get("oauth_connection_id", "")) or None
     else:
         errors["auth"] = "Choose how the provider is authorised."
+    if errors:
+        try:
+            await setup.validate_provider(org_id, {k: v for k, v in data.items() if k not in errors}, partial=True)
+        except problems.Problem as invalid:
+            errors = _field_errors(invalid) | errors
     return data, errors
 
 

@@ -227,7 +227,7 @@ async def create_provider(org_id: uuid.UUID, integration_id: uuid.UUID, data: An
     async with db.connection() as conn:
         await _owned(conn, org_id, integration_id)
     provider_id = uuid.uuid4()
-    columns = _sealed(provider_id, await _validated(org_id, data, partial=False))
+    columns = _sealed(provider_id, await validate_provider(org_id, data, partial=False))
     async with db.connection() as conn, conn.transaction():
         integration, views = await _locked(conn, org_id, integration_id)
         await _pin_traffic(conn, integration, views)
@@ -248,7 +248,7 @@ async def create_provider(org_id: uuid.UUID, integration_id: uuid.UUID, data: An
     return provider_id
 
 
-async def _validated(org_id: uuid.UUID, data: Any, *, partial: bool) -> dict[str, Any]:
+async def validate_provider(org_id: uuid.UUID, data: Any, *, partial: bool) -> dict[str, Any]:
     """Checked before any lock is taken: a URL's check resolves its host, which may take seconds."""
     async with db.connection() as conn:
         return await _provider_columns(conn, org_id, data, partial=partial)
@@ -299,7 +299,7 @@ async def update_provider(
     org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID, data: Any, actor: str
 ) -> None:
     await _provider_of(org_id, integration_id, provider_id)
-    columns = _sealed(provider_id, await _validated(org_id, data, partial=True))
+    columns = _sealed(provider_id, await validate_provider(org_id, data, partial=True))
     if not columns:
         return
     async with db.connection() as conn, conn.transaction():
