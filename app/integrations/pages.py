@@ -75,19 +75,7 @@ class IntegrationPages(Controller):
 
     @post("/{integration_id:uuid}/providers/new", name="integrations:provider-create", guards=[admin_only])
     async def create_provider(self, request: Request, integration_id: FromPath[uuid.UUID]) -> Template | Redirect:
-        org_id = principal_of(request).org_id
-        [integration] = await services.overview(org_id, integration_id)
-        form = await request.form()
-        data, errors = await _provider_data(org_id, form, None)
-        try:
-            if errors:
-                raise fields.invalid("provider", errors)
-            await setup.create_provider(org_id, integration_id, data)
-        except problems.Problem as invalid:
-            values = _provider_values(form)
-            return await _provider_form(org_id, integration, values, errors | _field_errors(invalid), status_code=422)
-        await flash.push(session_id_of(request), f"Added {data['name'].strip()}.", ok=True)
-        return Redirect(path=request.app.route_reverse("integrations:detail", integration_id=integration_id))
+        return await _save_provider(request, integration_id, None)
 
     @get(
         "/{integration_id:uuid}/providers/{provider_id:uuid}/edit",
@@ -113,23 +101,7 @@ class IntegrationPages(Controller):
     async def update_provider(
         self, request: Request, integration_id: FromPath[uuid.UUID], provider_id: FromPath[uuid.UUID]
     ) -> Template | Redirect:
-        principal = principal_of(request)
-        [integration] = await services.overview(principal.org_id, integration_id)
-        provider = await setup.provider(principal.org_id, integration_id, provider_id)
-        form = await request.form()
-        data, errors = await _provider_data(principal.org_id, form, provider)
-        try:
-            if errors:
-                raise fields.invalid("provider", errors)
-            await setup.update_provider(principal.org_id, integration_id, provider_id, data, principal.actor)
-        except problems.Problem as invalid:
-            values = _provider_values(form)
-            context_errors = errors | _field_errors(invalid)
-            return await _provider_form(
-                principal.org_id, integration, values, context_errors, provider=provider, status_code=422
-            )
-        await flash.push(session_id_of(request), f"Saved {provider['name']}.", ok=True)
-        return Redirect(path=request.app.route_reverse("integrations:detail", integration_id=integration_id))
+        return await _save_provider(request, integration_id, provider_id)
 
     @post(
         "/{integration_id:uuid}/providers/{provider_id:uuid}/enabled",
@@ -222,6 +194,30 @@ class IntegrationPages(Controller):
             return Template("integrations/detail.html", context=context, status_code=422)
         await flash.push(session_id_of(request), "Saved the failover settings.", ok=True)
         return Redirect(path=request.app.route_reverse("integrations:detail", integration_id=integration_id))
+
+
+async def _save_provider(
+    request: Request, integration_id: uuid.UUID, provider_id: uuid.UUID | None
+) -> Template | Redirect:
+    """The provider form, submitted to add a provider (`provider_id` None) or to change one."""
+    principal = principal_of(request)
+    [integration] = await services.overview(principal.org_id, integration_id)
+    provider = await setup.provider(principal.org_id, integration_id, provider_id) if provider_id else None
+    form = await request.form()
+    data, errors = await _provider_data(principal.org_id, form, provider)
+    try:
+        if errors:
+            raise fields.invalid("provider", errors)
+        if provider_id is None:
+            await setup.create_provider(principal.org_id, integration_id, data)
+        else:
+            await setup.update_provider(principal.org_id, integration_id, provider_id, data, principal.actor)
+    except problems.Problem as invalid:
+        values, shown = _provider_values(form), errors | _field_errors(invalid)
+        return await _provider_form(principal.org_id, integration, values, shown, provider=provider, status_code=422)
+    done = f"Saved {provider['name']}." if provider else f"Added {data['name'].strip()}."
+    await flash.push(session_id_of(request), done, ok=True)
+    return Redirect(path=request.app.route_reverse("integrations:detail", integration_id=integration_id))
 
 
 def _field_errors(invalid: problems.Problem) -> dict[str, str]:

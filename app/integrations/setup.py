@@ -95,17 +95,21 @@ async def update_integration(org_id: uuid.UUID, integration_id: uuid.UUID, data:
     columns = _integration_columns(data, partial=True)
     async with db.connection() as conn:
         await _owned(conn, org_id, integration_id)
-        if not columns:
-            return
-        assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=2))
-        try:
-            await conn.execute(
-                f"UPDATE integrations SET {assignments}, updated_at = now() WHERE id = $1",  # noqa: S608
-                integration_id,
-                *columns.values(),
-            )
-        except asyncpg.UniqueViolationError:
-            raise _name_taken("integration") from None
+        if columns:
+            await _update_row(conn, "integrations", integration_id, columns, "integration")
+
+
+async def _update_row(conn, table: str, row_id: uuid.UUID, columns: dict[str, Any], what: str) -> None:
+    """Write checked columns (their names come from this module, never from input)."""
+    assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=2))
+    try:
+        await conn.execute(
+            f"UPDATE {table} SET {assignments}, updated_at = now() WHERE id = $1",  # noqa: S608
+            row_id,
+            *columns.values(),
+        )
+    except asyncpg.UniqueViolationError:
+        raise _name_taken(what) from None
 
 
 async def delete_integration(org_id: uuid.UUID, integration_id: uuid.UUID) -> str:
@@ -311,15 +315,7 @@ async def update_provider(
             await _pin_traffic(conn, integration, views)
         if columns.get("enabled") is False and current.row["enabled"]:
             await _move_traffic_off(conn, integration, views, current, f"{current.row['name']} was disabled", actor)
-        assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=2))
-        try:
-            await conn.execute(
-                f"UPDATE integration_providers SET {assignments}, updated_at = now() WHERE id = $1",  # noqa: S608
-                provider_id,
-                *columns.values(),
-            )
-        except asyncpg.UniqueViolationError:
-            raise _name_taken("provider") from None
+        await _update_row(conn, "integration_providers", provider_id, columns, "provider")
 
 
 async def delete_provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID, actor: str) -> str:
