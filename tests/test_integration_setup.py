@@ -413,3 +413,15 @@ async def test_the_edit_form_shows_and_keeps_the_description(client, factory):
     assert "Indeed and LinkedIn postings" in (await client.get(f"{PAGES}/{integration}")).text
     renamed = await client.post(f"{PAGES}/{integration}/edit", data=form(client, name="", kind="job_board"))
     assert renamed.status_code == 422 and "Give the integration a name" in renamed.text
+
+
+async def test_the_list_pages_through_integrations_oldest_first(client, factory):
+    _org, bearer = await api_client(factory)
+    for name in ("Zeta SMS", "Alpha email", "Mid calendar"):
+        assert (await client.post(API, json={"name": name, "kind": "other"}, headers=bearer)).status_code == 201
+    first = (await client.get(f"{API}?limit=2", headers=bearer)).json()
+    assert [i["name"] for i in first["items"]] == ["Zeta SMS", "Alpha email"] and first["next_cursor"]
+    rest = (await client.get(f"{API}?limit=2&cursor={first['next_cursor']}", headers=bearer)).json()
+    assert [i["name"] for i in rest["items"]] == ["Mid calendar"] and rest["next_cursor"] is None
+    assert "cursor" in fields_of(await client.get(f"{API}?cursor=not-ours", headers=bearer))
+    assert "limit" in fields_of(await client.get(f"{API}?limit=0", headers=bearer))

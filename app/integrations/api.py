@@ -6,9 +6,10 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts.auth import principal_of
+from app.core import paging
 from app.core.problems import Problem
 from app.integrations import services, setup
 
@@ -20,9 +21,20 @@ class IntegrationsApi(Controller):
     path = "/integrations"
     tags = ["Integrations"]
 
-    @get("/", opt=READ, summary="Integrations with their providers, active provider and health")
-    async def list_integrations(self, request: Request) -> dict[str, Any]:
-        return {"items": await services.overview(principal_of(request).org_id), "next_cursor": None}
+    @get("/", opt=READ, summary="Integrations with their providers, active provider and health, oldest first")
+    async def list_integrations(
+        self, request: Request, limit: FromQuery[int | None] = None, cursor: FromQuery[str | None] = None
+    ) -> dict[str, Any]:
+        try:
+            size = paging.check_limit(limit, 50)
+            after = paging.decode_cursor(cursor) if cursor else None
+        except paging.BadQuery as bad:
+            raise Problem(422, str(bad), [{"field": bad.field, "message": str(bad)}]) from None
+        items = await services.overview(principal_of(request).org_id, after=after, limit=size + 1)
+        more = len(items) > size
+        items = items[:size]
+        next_cursor = paging.encode_cursor(items[-1]["created_at"], uuid.UUID(items[-1]["id"])) if more else None
+        return {"items": items, "next_cursor": next_cursor}
 
     @post("/", opt=WRITE, status_code=201, summary="Create an integration")
     async def create_integration(self, request: Request, data: JSONBody[Any]) -> dict[str, Any]:

@@ -594,14 +594,31 @@ async def update_failover(org_id: uuid.UUID, integration_id: uuid.UUID, data: An
     return merged
 
 
-async def overview(org_id: uuid.UUID, integration_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+async def overview(
+    org_id: uuid.UUID,
+    integration_id: uuid.UUID | None = None,
+    *,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
     """Integrations with their providers (never credentials), which one is active, and each provider's
-    health: its breaker, its last check and its rate-limit use."""
+    health: its breaker, its last check and its rate-limit use. All of them by name (pages), one, or a
+    page of them in creation order after `after` (the API's keyset pagination)."""
     async with db.connection() as conn:
-        if integration_id is None:
-            ids = [
-                r["id"] for r in await conn.fetch("SELECT id FROM integrations WHERE org_id = $1 ORDER BY name", org_id)
-            ]
+        if integration_id is None and limit is None:
+            rows = await conn.fetch("SELECT id FROM integrations WHERE org_id = $1 ORDER BY name", org_id)
+            ids = [r["id"] for r in rows]
+        elif integration_id is None:
+            at, last = after or (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))
+            rows = await conn.fetch(
+                "SELECT id FROM integrations WHERE org_id = $1 AND (created_at, id) > ($2, $3) "
+                "ORDER BY created_at, id LIMIT $4",
+                org_id,
+                at,
+                last,
+                limit,
+            )
+            ids = [r["id"] for r in rows]
         else:
             ids = [(await _owned(conn, org_id, integration_id))["id"]]
         out = []
@@ -643,6 +660,7 @@ async def overview(org_id: uuid.UUID, integration_id: uuid.UUID | None = None) -
                     "healthy": active is not None and active.usable,
                     "failover": failover_config(integration),
                     "providers": providers_out,
+                    "created_at": integration["created_at"],
                 }
             )
     return out

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import uuid
 from dataclasses import dataclass
@@ -11,45 +9,17 @@ from datetime import datetime
 from typing import Any
 
 from app.core import db
+from app.core.paging import BadQuery, check_limit, decode_cursor, encode_cursor
 from app.webhooks.delivery import build_body
 from app.webhooks.operations import DlqFilter
 from app.webhooks.services import as_uuid
 from app.webhooks.tables import DeliveryStatus
-
-MAX_LIMIT = 200
 
 DELIVERY_COLUMNS = (
     "d.id, d.webhook_id, d.event_id, d.event_type, d.status, d.attempt_count, d.next_attempt_at, "
     "d.last_status_code, d.last_error, d.dlq_reason, d.dlq_at, d.cleared_at, d.created_at, d.updated_at, "
     "d.completed_at, w.name AS webhook_name, w.url AS webhook_url"
 )
-
-
-class BadQuery(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{row_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, row_id = raw.split("|")
-        return datetime.fromisoformat(at), uuid.UUID(row_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadQuery("cursor", "The cursor is not one this API gave out.") from None
-
-
-def check_limit(limit: int | None, default: int = 50) -> int:
-    if limit is None:
-        return default
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadQuery("limit", f"limit is between 1 and {MAX_LIMIT}.")
-    return limit
 
 
 @dataclass
