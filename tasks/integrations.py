@@ -72,6 +72,7 @@ async def attempt_call(
         )
     except services.Deferred as deferred:
         if deferrals >= MAX_DEFERRALS:
+            log.error("call %s to integration %s given up: deferred %d times", call_id, integration_id, deferrals)
             raise CallAbandoned(f"call {call_id}: deferred {deferrals} times; last: {deferred}") from None
         delay_ms = math.ceil(deferred.retry_after * 1000)
         booked = str(deferred.reserved_for) if deferred.reserved_for else None
@@ -89,10 +90,25 @@ async def attempt_call(
         log.info("call %s to integration %s deferred %d ms: %s", call_id, integration_id, delay_ms, deferred)
         return delay_ms
     except services.Rejected as refused:
-        log.error("call %s to integration %s not retried: %s", call_id, integration_id, refused)
+        # The provider's reason ("invalid phone number") is what the caller needs: the first 300
+        # characters of its answer, which is about our request.
+        log.error("call %s to integration %s not retried: %s: %.300s", call_id, integration_id, refused, refused.body)
         raise
-    except (services.NoHealthyProvider, services.CallFailed) as error:
+    except services.NotFound:
+        log.warning("call %s to integration %s dropped: the integration was deleted", call_id, integration_id)
+        return None
+    except Exception as error:
+        # A failed call (no answer, 5xx, 401/403, no usable provider), or the unexpected (the database
+        # restarting): tried again as a new message, which books no slot: one booked for this attempt
+        # may have been used already.
         if failures + 1 > MAX_FAILURES:
+            log.error(
+                "call %s to integration %s given up: %d failures; last: %s",
+                call_id,
+                integration_id,
+                failures + 1,
+                error,
+            )
             raise CallAbandoned(f"call {call_id}: failed {failures + 1} times; last: {error}") from None
         delay_ms = backoff_ms(failures + 1)
         await queue.asend(
@@ -106,17 +122,16 @@ async def attempt_call(
             failures + 1,
             delay_ms=delay_ms,
         )
-        log.warning(
+        expected = isinstance(error, services.NoHealthyProvider | services.CallFailed)
+        (log.warning if expected else log.exception)(
             "call %s to integration %s failed, tried again in %d ms: %s", call_id, integration_id, delay_ms, error
         )
         return delay_ms
-    except services.NotFound:
-        log.warning("call %s to integration %s dropped: the integration was deleted", call_id, integration_id)
     return None
 
 
-# Dramatiq's own retries cover only the unexpected (the database restarting, say); the call's failures
-# and deferrals are counted by attempt_call, whose next attempts are new messages.
+# The call's failures and deferrals are counted by attempt_call, whose next attempts are new messages;
+# Dramatiq's own retries cover only a next attempt that could not be sent (Redis away).
 @dramatiq.actor(
     queue_name="integrations",
     max_retries=10,
@@ -136,7 +151,7 @@ async def call_provider(
 ) -> None:
     """`services.call_integration` in the background; `call_id` is the Idempotency-Key of every attempt.
 
-    Over the rate limit the call is deferred, never dropped: sent again for the slot booked for it. A
+    Over the rate limit the call is deferred, not dropped: sent again for the slot booked for it. A
     provider's 429 defers it for as long as the provider's Retry-After says. A failing call is tried
     again with backoff (`MAX_FAILURES`). A call the provider refused with a 4xx (Rejected: sending it
     again would not help), or one that failed or waited too often, goes to Dramatiq's dead-letter set

@@ -4,8 +4,10 @@ connection instead; disabling or removing the active provider moves traffic, aud
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import uuid
 
 import pytest
 
@@ -424,4 +426,85 @@ async def test_the_list_pages_through_integrations_oldest_first(client, factory)
     rest = (await client.get(f"{API}?limit=2&cursor={first['next_cursor']}", headers=bearer)).json()
     assert [i["name"] for i in rest["items"]] == ["Mid calendar"] and rest["next_cursor"] is None
     assert "cursor" in fields_of(await client.get(f"{API}?cursor=not-ours", headers=bearer))
+    forged = base64.urlsafe_b64encode(f"0001-01-01T00:00:00+05:00|{uuid.uuid4()}".encode()).decode()
+    assert "cursor" in fields_of(await client.get(f"{API}?cursor={forged}", headers=bearer))
     assert "limit" in fields_of(await client.get(f"{API}?limit=0", headers=bearer))
+
+
+async def test_a_provider_that_refuses_our_credentials_stays_out_until_an_admin_saves_it(factory, receiver):
+    org, integration, first, _second = await two_providers(factory, receiver)
+    await services.update_failover(org.id, integration, {"failback_after_seconds": 0})
+    receiver.default = Answer(status=401)
+    with pytest.raises(services.CallFailed, match="did not accept our credentials"):
+        await services.call_integration(integration, "send", {})
+    # Out of traffic at once, audited, although one failure does not open its circuit
+    receiver.default = Answer()
+    assert (await services.call_integration(integration, "send", {}))["provider"] == "Mailgun"
+    audit, _ = await audit_and_events(integration)
+    assert [(a["kind"], a["reason"]) for a in audit] == [("failover", "SendGrid refused our credentials")]
+    # Its health URL answers 200, but that says nothing of our credentials: it stays out, no failback
+    assert await services.check_provider(first) is False
+    await services.evaluate(integration)
+    shown = await setup.provider(org.id, integration, first)
+    assert "refused our credentials" in shown["last_error"] and not shown["active"]
+    # An admin gives it new credentials: it is checked, healthy, and traffic fails back to it
+    await setup.update_provider(org.id, integration, first, {"credentials": "sg-key-2"}, "ada@example.test")
+    assert await services.check_provider(first) is True
+    assert (await services.call_integration(integration, "send", {}))["provider"] == "SendGrid"
+    assert receiver.log[-1].headers["authorization"] == "Bearer sg-key-2"
+
+
+async def test_a_401_on_an_oauth_provider_gets_a_new_token_once_a_minute(client, factory, sandbox, receiver):
+    admin = await admin_with_sandbox(client, factory)
+    connection_id = await connect(client)
+    integration = await setup.create_integration(admin.org.id, {"name": "Calendar", "kind": "calendar"})
+    common = {"endpoint_url": receiver.url, "health_url": receiver.url}
+    linked = await setup.create_provider(
+        admin.org.id, integration, {"name": "Sandbox calendar", "oauth_connection_id": str(connection_id)} | common
+    )
+    async with db.connection() as conn:  # as if its token was got a while ago
+        await conn.execute(
+            "UPDATE oauth_connections SET last_refreshed_at = now() - interval '1 hour' WHERE id = $1", connection_id
+        )
+    old = await oauth.get_access_token(connection_id)
+    receiver.default = Answer(status=401)
+    with pytest.raises(services.CallFailed):
+        await services.call_integration(integration, "events", {})
+    # A new token for the next attempt, and the provider is not blamed yet
+    assert await oauth.get_access_token(connection_id) != old
+    assert (await setup.provider(admin.org.id, integration, linked))["last_error"] is None
+    # Refused again with a token got a moment ago: the token is not the problem
+    with pytest.raises(services.CallFailed):
+        await services.call_integration(integration, "events", {})
+    assert "refused our credentials" in (await setup.provider(admin.org.id, integration, linked))["last_error"]
+
+
+async def test_saving_a_provider_restarts_the_failback_clock_only_when_the_primary_changes(factory, receiver):
+    org, integration, first, second = await two_providers(factory, receiver)
+
+    async def healthy_since():
+        async with db.connection() as conn:
+            return await conn.fetchval("SELECT primary_healthy_since FROM integrations WHERE id = $1", integration)
+
+    await services.check_provider(first)
+    since = await healthy_since()
+    assert since is not None
+    await setup.update_provider(org.id, integration, second, {"name": "Mailgun EU"}, "ada@example.test")
+    common = {"endpoint_url": receiver.url, "health_url": receiver.url}
+    await setup.create_provider(org.id, integration, {"name": "Postmark"} | common)  # goes last
+    assert await healthy_since() == since
+    await setup.update_provider(org.id, integration, second, {"priority": 1}, "ada@example.test")
+    assert await healthy_since() is None
+
+
+async def test_a_bad_call_id_is_the_callers_mistake_not_the_providers(factory, receiver):
+    from app.integrations.calls import enqueue_call
+
+    org, integration, first, _ = await two_providers(factory, receiver)
+    for bad in ("commande-é", "two\nlines", " padded", "x" * 256):
+        with pytest.raises(ValueError, match="call id"):
+            await enqueue_call(integration, "send", {}, call_id=bad)
+        with pytest.raises(ValueError, match="call id"):
+            await services.call_integration(integration, "send", {}, idempotency_key=bad)
+    assert receiver.log == []
+    assert (await setup.provider(org.id, integration, first))["circuit"] == "closed"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 MAX_LIMIT = 200
 
@@ -25,8 +25,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, row_id = raw.split("|")
-        return datetime.fromisoformat(at), uuid.UUID(row_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            raise ValueError("a cursor's time has its offset")
+        moment.astimezone(UTC)  # out of range (year 1 east of UTC, say) raises here, not in the driver
+        return moment, uuid.UUID(row_id)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise BadQuery("cursor", "The cursor is not one this API gave out.") from None
 
 

@@ -2,7 +2,7 @@
 
 `enqueue_call` hands the call to the workers (tasks.integrations.call_provider), which make it with
 `services.call_integration`. A call over the provider's rate limit is deferred and sent again when a
-token is due, never dropped; a failing call is retried with backoff. The call id travels with every
+token is due (waiting is not failing); a failing call is retried with backoff. The call id travels with every
 attempt as the `Idempotency-Key` header, so a provider that honours it does the work once even when
 the same call reaches it twice (the queue delivers at least once).
 """
@@ -22,7 +22,8 @@ async def enqueue_call(
     """Enqueue `POST <endpoint>/<operation>` with `payload` to the integration's active provider; returns
     the call id. Pass your own `call_id` when the same call may be enqueued twice (a redelivered event,
     say): the provider then sees one key for both."""
-    services.check_operation(operation)  # refused here, the caller learns of it now, not from a worker's log
-    call_id = call_id or str(uuid.uuid4())
+    # Refused here, the caller learns of it now, not from a worker's log.
+    services.check_operation(operation)
+    call_id = services.check_call_id(call_id) if call_id is not None else str(uuid.uuid4())
     await queue.asend("call_provider", str(integration_id), operation, payload, call_id)
     return call_id

@@ -3,7 +3,7 @@
 The bucket holds up to `limit_per_hour` tokens (a full hour's allowance may be spent at once) and
 refills continuously at limit/3600 per second. `take` either takes a token or says how long until the
 next one; the caller waits that long or defers the call (re-enqueues it with that delay). A call over
-the limit is never dropped. One Lua script per take, so two workers never spend the same token.
+the limit is not dropped. One Lua script per take, so two workers never spend the same token.
 
 With `reserve`, a take over the limit books the next free slot instead (the bucket goes below zero,
 up to one hour's allowance): each waiting call gets its own time, one token apart, instead of all of

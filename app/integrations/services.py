@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class NoHealthyProvider(Exception):
 
 
 class Deferred(Exception):
-    """Not now: run the call again after `retry_after` seconds (never dropped). Over our rate limit the
+    """Not now: run the call again after `retry_after` seconds (waiting is not failing). Over our rate limit the
     call's slot is booked for then (`reserved_for`: the provider; pass it back to call_integration so
     it does not take a second token); a provider's own 429 books nothing."""
 
@@ -68,6 +69,18 @@ class Rejected(CallFailed):
 
 
 PROVIDER_BUSY_SECONDS = 30.0  # a provider's 429 without a usable Retry-After: try again this much later
+
+
+# Visible ASCII on one line (spaces inside): what an HTTP header value can carry, e.g. a call id or a token.
+CALL_ID_RE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+REFRESH_AFTER_401_SECONDS = 60
+
+
+def check_call_id(call_id: str) -> str:
+    """A call id (the Idempotency-Key) is visible ASCII text on one line, at most 255 characters."""
+    if not isinstance(call_id, str) or len(call_id) > 255 or not CALL_ID_RE.fullmatch(call_id):
+        raise ValueError(f"call id {call_id!r} is not 1-255 visible ASCII characters")
+    return call_id
 
 
 def check_operation(operation: str) -> str:
@@ -165,7 +178,14 @@ class ProviderView:
 
     @property
     def usable(self) -> bool:
-        return bool(self.row["enabled"]) and self.breaker.allows_calls and self.row["last_ok"] is not False
+        """Can take traffic: enabled, its circuit lets calls through, its last check did not fail (never
+        checked yet counts: better than nowhere), and it has not refused our credentials."""
+        return (
+            bool(self.row["enabled"])
+            and self.breaker.allows_calls
+            and self.row["last_ok"] is not False
+            and self.row["credentials_rejected_at"] is None
+        )
 
 
 async def load(conn, integration_id: uuid.UUID, *, lock: bool = False):
@@ -201,7 +221,12 @@ async def evaluate(integration_id: uuid.UUID) -> str | None:
             return None
         now = datetime.now(UTC)
         # Failback bookkeeping: how long the primary has been healthy without a break.
-        primary_healthy = primary.breaker.state == "closed" and primary.row["last_ok"] is not False
+        # Healthy enough to fail back to: checked and up (not merely never checked), circuit closed.
+        primary_healthy = (
+            primary.breaker.state == "closed"
+            and primary.row["last_ok"] is True
+            and primary.row["credentials_rejected_at"] is None
+        )
         since = integration["primary_healthy_since"]
         if primary_healthy and since is None:
             since = now
@@ -213,11 +238,16 @@ async def evaluate(integration_id: uuid.UUID) -> str | None:
             )
         if active is None:
             return None
-        if not active.breaker.allows_calls and integration["failover_mode"] == "automatic":
+        rejected = active.row["credentials_rejected_at"] is not None
+        if (not active.breaker.allows_calls or rejected) and integration["failover_mode"] == "automatic":
             target = next_usable(views, after=active)
             if target is not None:
                 trips = active.breaker.trips
-                reason = f"{active.row['name']}'s circuit opened" + (f" (trip {trips} in a row)" if trips > 1 else "")
+                reason = (
+                    f"{active.row['name']} refused our credentials"
+                    if rejected
+                    else f"{active.row['name']}'s circuit opened" + (f" (trip {trips} in a row)" if trips > 1 else "")
+                )
                 await switch(conn, integration, active, target, "failover", "automatic", reason, "system")
                 return "failover"
         if (
@@ -334,15 +364,15 @@ async def check_provider(provider_id: uuid.UUID) -> bool | None:
             return None
         integration = await conn.fetchrow("SELECT * FROM integrations WHERE id = $1", provider["integration_id"])
     started = time.perf_counter()
-    oauth_problem = await _oauth_problem(provider["oauth_connection_id"])
-    if oauth_problem is None:
+    problem = await _unusable(provider)
+    if problem is None:
         ok, status, error_class = await _probe(provider["health_url"])
     else:
-        # Up or not, it cannot take calls until an admin reconnects its OAuth connection.
-        ok, status, error_class = False, None, "oauth"
+        # Up or not, it cannot take calls until an admin mends its credentials or OAuth connection.
+        ok, status, error_class = False, None, "credentials"
     latency = int((time.perf_counter() - started) * 1000)
     try:
-        await _record_check(provider, ok, latency, status, error_class, oauth_problem)
+        await _record_check(provider, ok, latency, status, error_class, problem)
     except asyncpg.ForeignKeyViolationError:
         return None  # the provider was removed while it was being checked
     await breaker.record(provider_id, ok, policy_of(integration))
@@ -350,7 +380,7 @@ async def check_provider(provider_id: uuid.UUID) -> bool | None:
     return ok
 
 
-async def _record_check(provider, ok: bool, latency: int, status, error_class, oauth_problem) -> None:
+async def _record_check(provider, ok: bool, latency: int, status, error_class, problem) -> None:
     """Store a check's result on the provider and in its history; a change of health is announced."""
     provider_id = provider["id"]
     async with db.connection() as conn, conn.transaction():
@@ -371,7 +401,7 @@ async def _record_check(provider, ok: bool, latency: int, status, error_class, o
             provider_id,
             ok,
             latency,
-            None if ok else (oauth_problem or (f"HTTP {status}" if status else error_class)),
+            None if ok else (problem or (f"HTTP {status}" if status else error_class)),
         )
         if provider["last_ok"] is not ok and not (provider["last_ok"] is None and ok):
             # Went down, or came back: a first check that finds it up is not news.
@@ -397,8 +427,12 @@ async def _probe(url: str) -> tuple[bool, int | None, str | None]:
     return ok, response.status_code, None if ok else "http_status"
 
 
-async def _oauth_problem(connection_id: uuid.UUID | None) -> str | None:
-    """Why a provider's linked OAuth connection cannot authorise calls, or None if it can (or is unused)."""
+async def _unusable(provider) -> str | None:
+    """Why a provider cannot take calls whatever its health URL says, or None: it refused our
+    credentials, or its linked OAuth connection cannot authorise calls."""
+    if provider["credentials_rejected_at"] is not None:
+        return "it refused our credentials (HTTP 401/403): update them, then save the provider"
+    connection_id = provider["oauth_connection_id"]
     if connection_id is None:
         return None
     async with db.connection() as conn:
@@ -433,6 +467,8 @@ async def call_integration(
     with the slot booked; a provider's 429 raises Deferred too. An error answer or none raises
     CallFailed (Rejected for a 4xx, which retrying would not mend)."""
     check_operation(operation)
+    idempotency_key = check_call_id(idempotency_key) if idempotency_key is not None else str(uuid.uuid4())
+    body_bytes = json.dumps(payload).encode()  # the caller's mistake, if it fails: not the provider's
     async with db.connection() as conn:
         integration, views = await load(conn, integration_id)
     active = active_of(integration, views)
@@ -444,9 +480,11 @@ async def call_integration(
     if active is None or not active.breaker.allows_calls:
         raise NoHealthyProvider(f"integration {integration['name']}: no provider can take calls now")
     policy = policy_of(integration)
-    headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+    headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
     try:
         token = await _bearer_token(active, integration["org_id"])
+        if token is not None and (len(token) > 8192 or not CALL_ID_RE.fullmatch(token)):
+            raise CallFailed(f"{active.row['name']}: its token or key is not sendable in an HTTP header")
     except CallFailed:
         # The provider cannot be called without it: count it, so traffic moves to one that can.
         await breaker.record(active.id, False, policy)
@@ -465,13 +503,12 @@ async def call_integration(
     url = active.row["endpoint_url"].rstrip("/") + "/" + operation
     try:
         async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
-            response = await outbound.request("POST", url, json.dumps(payload).encode(), headers, CALL_TIMEOUT_SECONDS)
+            response = await outbound.request("POST", url, body_bytes, headers, CALL_TIMEOUT_SECONDS)
             try:
                 raw = (await response.aread())[:1_000_000]
             finally:
                 await response.aclose()
-    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused, ValueError) as error:
-        # ValueError: a request httpx cannot encode (a header value that is not ASCII, say).
+    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused) as error:
         await breaker.record(active.id, False, policy)
         await evaluate(integration_id)
         raise CallFailed(f"{active.row['name']}: {outbound.classify_error(error)}") from None
@@ -480,19 +517,21 @@ async def call_integration(
         wait = _retry_after(response.headers.get("retry-after"))
         raise Deferred(wait, why=f"{active.row['name']} is busy (HTTP 429); retry in {wait:.0f} s")
     # 401 and 403 say our credentials no longer work there: every call would fail, so they count
-    # against the provider (traffic moves to one that takes them) and are tried again, not refused.
+    # against the provider and are tried again (on another provider), not refused.
     unauthorised = status in (401, 403)
     state = await breaker.record(active.id, status < 500 and status != 408 and not unauthorised, policy)
-    if not state.allows_calls:
-        await evaluate(integration_id)
     if unauthorised:
-        if status == 401 and active.row["oauth_connection_id"] is not None:
-            # Revoked or expired early at the provider: the next attempt goes with a fresh token.
-            await oauth.refresh(active.row["oauth_connection_id"], on_demand=True, force=True)
+        if not (status == 401 and await _refreshed_after_401(active.row["oauth_connection_id"])):
+            await _credentials_rejected(active, status)
+        await evaluate(integration_id)
         raise CallFailed(
             f"{active.row['name']} did not accept our credentials (HTTP {status}): check its credentials or "
             "OAuth connection"
         )
+    if not state.allows_calls:
+        await evaluate(integration_id)
+    if status < 400 and active.row["credentials_rejected_at"] is not None:
+        await _credentials_accepted(active)
     text = raw[:2000].decode("utf-8", "replace")
     if 400 <= status < 500 and status != 408:
         raise Rejected(f"{active.row['name']} refused the call: HTTP {status}", status, text)
@@ -503,6 +542,40 @@ async def call_integration(
     except ValueError:
         body = {"text": raw[:10_000].decode("utf-8", "replace")}
     return {"provider": active.row["name"], "status": status, "body": body}
+
+
+async def _refreshed_after_401(connection_id: uuid.UUID | None) -> bool:
+    """A 401 on an OAuth provider: its token may have been revoked or cut short there, so get a new one
+    for the next attempt, unless one was got in the last minute (then the token is not the problem, and
+    refreshing on every failed call would hammer the identity provider). True if a new token came."""
+    if connection_id is None:
+        return False
+    async with db.connection() as conn:
+        last = await conn.fetchval("SELECT last_refreshed_at FROM oauth_connections WHERE id = $1", connection_id)
+    if last is not None and datetime.now(UTC) - last < timedelta(seconds=REFRESH_AFTER_401_SECONDS):
+        return False
+    return await oauth.refresh(connection_id, on_demand=True, force=True) == "refreshed"
+
+
+async def _credentials_rejected(provider: ProviderView, status: int) -> None:
+    """Out of traffic until an admin saves the provider again (or a call to it succeeds, when it is the
+    only one left): its health checks carry no credentials, so they would bring it back at once."""
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE integration_providers SET credentials_rejected_at = now(), last_ok = false, last_error = $2 "
+            "WHERE id = $1 AND credentials_rejected_at IS NULL",
+            provider.id,
+            f"it refused our credentials (HTTP {status}): update them, then save the provider",
+        )
+    log.warning("provider %s (%s) refused our credentials: HTTP %s", provider.row["name"], provider.id, status)
+
+
+async def _credentials_accepted(provider: ProviderView) -> None:
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE integration_providers SET credentials_rejected_at = NULL, last_error = NULL WHERE id = $1",
+            provider.id,
+        )
 
 
 def _retry_after(value: str | None) -> float:

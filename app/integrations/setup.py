@@ -234,10 +234,11 @@ async def create_provider(org_id: uuid.UUID, integration_id: uuid.UUID, data: An
     columns = _sealed(provider_id, await validate_provider(org_id, data, partial=False))
     async with db.connection() as conn, conn.transaction():
         integration, views = await _locked(conn, org_id, integration_id)
-        await _pin_traffic(conn, integration, views)
         if "priority" not in columns:
             last = max((v.row["priority"] for v in views), default=None)
             columns["priority"] = min(MAX_PRIORITY, (last + 10) if last is not None else 10)
+        new = {"id": provider_id, "enabled": columns.get("enabled", True), "priority": columns["priority"]}
+        await _pin_traffic(conn, integration, views, [v.row for v in views] + [new | {"created_at": None}])
         names = ["id", "integration_id", "org_id", *columns]
         values = [provider_id, integration_id, org_id, *columns.values()]
         placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
@@ -266,16 +267,26 @@ async def _locked(conn, org_id: uuid.UUID, integration_id: uuid.UUID) -> tuple[A
     return integration, views
 
 
-async def _pin_traffic(conn, integration, views: list[ProviderView]) -> None:
-    """Before a change of providers: traffic stays where it goes now (a new provider first in priority,
-    or one re-enabled, becomes the primary but takes traffic only by an audited failback), and the
-    primary's healthy time starts afresh, since the primary may be another one now."""
+async def _pin_traffic(conn, integration, views: list[ProviderView], rows_after: list[dict[str, Any]]) -> None:
+    """Before a change of providers (`rows_after`: them as they will be): traffic stays where it goes
+    now (a new provider first in priority, or one re-enabled, becomes the primary but takes traffic
+    only by an audited failback), and if the primary changes, its healthy time starts afresh."""
     active = services.active_of(integration, views)
+    new_primary = _primary_id([v.row for v in views]) != _primary_id(rows_after)
     await conn.execute(
-        "UPDATE integrations SET active_provider_id = $2, primary_healthy_since = NULL WHERE id = $1",
+        "UPDATE integrations SET active_provider_id = $2, "
+        "primary_healthy_since = CASE WHEN $3 THEN NULL ELSE primary_healthy_since END WHERE id = $1",
         integration["id"],
         active.id if active else None,
+        new_primary,
     )
+
+
+def _primary_id(rows: list[dict[str, Any]]) -> uuid.UUID | None:
+    """The first enabled provider by priority, then age (a row not yet created, created_at None, last)."""
+    enabled = [r for r in rows if r["enabled"]]
+    enabled.sort(key=lambda r: (r["priority"], r["created_at"] is None, r["created_at"] or 0))
+    return enabled[0]["id"] if enabled else None
 
 
 async def _provider_of(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID) -> None:
@@ -311,8 +322,9 @@ async def update_provider(
         current = next((v for v in views if v.id == provider_id), None)
         if current is None:
             raise NotFound("No such provider in this integration.")
-        if {"priority", "enabled"} & set(columns):
-            await _pin_traffic(conn, integration, views)
+        columns["credentials_rejected_at"] = None  # an admin has looked at it: it may take traffic again
+        changed = current.row | columns
+        await _pin_traffic(conn, integration, views, [changed if v.id == provider_id else v.row for v in views])
         if columns.get("enabled") is False and current.row["enabled"]:
             await _move_traffic_off(conn, integration, views, current, f"{current.row['name']} was disabled", actor)
         await _update_row(conn, "integration_providers", provider_id, columns, "provider")
@@ -325,7 +337,7 @@ async def delete_provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider
         current = next((v for v in views if v.id == provider_id), None)
         if current is None:
             raise NotFound("No such provider in this integration.")
-        await _pin_traffic(conn, integration, views)
+        await _pin_traffic(conn, integration, views, [v.row for v in views if v.id != provider_id])
         if current.row["enabled"]:
             await _move_traffic_off(conn, integration, views, current, f"{current.row['name']} was removed", actor)
         await conn.execute("DELETE FROM integration_providers WHERE id = $1", provider_id)

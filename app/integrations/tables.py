@@ -54,6 +54,9 @@ class IntegrationProvider(Table, tablename="integration_providers"):
     last_ok = Boolean(null=True, default=None)
     last_latency_ms = Integer(null=True, default=None)
     last_error = Text(null=True, default=None)
+    # Set when the provider answered a call 401/403: it stays out of traffic (health checks carry no
+    # credentials, so they cannot clear it) until an admin saves the provider again.
+    credentials_rejected_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
 

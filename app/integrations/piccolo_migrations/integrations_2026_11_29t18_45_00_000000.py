@@ -15,11 +15,11 @@ FORWARDS = [
     "WHERE p.id = e.from_provider_id AND e.from_provider_name IS NULL",
     "UPDATE failover_events e SET to_provider_name = p.name FROM integration_providers p "
     "WHERE p.id = e.to_provider_id AND e.to_provider_name IS NULL",
-    # Names are unique from now on (case aside): earlier duplicates get " (2)", " (3)", ... first.
-    "UPDATE integrations i SET name = left(i.name, 90) || ' (' || d.n || ')' FROM (SELECT id, row_number() "
+    # Names are unique from now on (case aside): earlier duplicates get their id's first 8 characters.
+    "UPDATE integrations i SET name = left(i.name, 88) || ' (' || left(i.id::text, 8) || ')' FROM (SELECT id, row_number() "
     "OVER (PARTITION BY org_id, lower(name) ORDER BY created_at, id) AS n FROM integrations) d "
     "WHERE d.id = i.id AND d.n > 1",
-    "UPDATE integration_providers p SET name = left(p.name, 90) || ' (' || d.n || ')' FROM (SELECT id, "
+    "UPDATE integration_providers p SET name = left(p.name, 88) || ' (' || left(p.id::text, 8) || ')' FROM (SELECT id, "
     "row_number() OVER (PARTITION BY integration_id, lower(name) ORDER BY created_at, id) AS n "
     "FROM integration_providers) d WHERE d.id = p.id AND d.n > 1",
     "CREATE UNIQUE INDEX IF NOT EXISTS integrations_org_name_key ON integrations (org_id, lower(name))",
