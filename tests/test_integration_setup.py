@@ -508,3 +508,51 @@ async def test_a_bad_call_id_is_the_callers_mistake_not_the_providers(factory, r
             await services.call_integration(integration, "send", {}, idempotency_key=bad)
     assert receiver.log == []
     assert (await setup.provider(org.id, integration, first))["circuit"] == "closed"
+
+
+async def test_an_admin_chooses_where_traffic_goes_and_fails_back_by_hand(client, factory, receiver):
+    org, integration, first, second = await two_providers(factory, receiver)
+    common = {"endpoint_url": receiver.url, "health_url": receiver.url}
+    third = await setup.create_provider(org.id, integration, {"name": "Postmark"} | common)
+    await services.update_failover(org.id, integration, {"failback_mode": "manual"})
+    _, token = await factory.token(org, scopes="integrations:write")
+    bearer = {"authorization": f"Bearer {token}"}
+    trigger = f"{API}/{integration}/failover"
+
+    moved = await client.post(trigger, json={"reason": "try Postmark", "to_provider_id": str(third)}, headers=bearer)
+    assert moved.json() == {"from": "SendGrid", "to": "Postmark", "kind": "failover"}
+    # The next healthy provider after Postmark wraps round to SendGrid; choosing SendGrid is a failback
+    back = await client.post(trigger, json={"reason": "vendor fixed it", "to_provider_id": str(first)}, headers=bearer)
+    assert back.json() == {"from": "Postmark", "to": "SendGrid", "kind": "failback"}
+
+    same = await client.post(trigger, json={"reason": "x", "to_provider_id": str(first)}, headers=bearer)
+    assert same.status_code == 409 and "already goes to SendGrid" in same.json()["detail"]
+    await setup.update_provider(org.id, integration, second, {"enabled": False}, "ada@example.test")
+    disabled = await client.post(trigger, json={"reason": "x", "to_provider_id": str(second)}, headers=bearer)
+    assert disabled.status_code == 409 and "is disabled" in disabled.json()["detail"]
+    receiver.default = Answer(status=503)
+    await services.check_provider(third)
+    failing = await client.post(trigger, json={"reason": "x", "to_provider_id": str(third)}, headers=bearer)
+    assert failing.status_code == 409 and "Postmark is failing" in failing.json()["detail"]
+    for bogus in ("nope", str(uuid.uuid4())):
+        answer = await client.post(trigger, json={"reason": "x", "to_provider_id": bogus}, headers=bearer)
+        assert "to_provider_id" in fields_of(answer)
+    assert [a["reason"] for a in await services.audit_trail(org.id, integration)] == ["vendor fixed it", "try Postmark"]
+
+
+async def test_the_panel_offers_each_provider_and_the_primary_as_a_failback(client, factory, receiver):
+    admin = await factory.user()
+    integration = await setup.create_integration(admin.org.id, {"name": "SMS", "kind": "sms"})
+    common = {"endpoint_url": receiver.url, "health_url": receiver.url}
+    first = await setup.create_provider(admin.org.id, integration, {"name": "Twilio"} | common)
+    second = await setup.create_provider(admin.org.id, integration, {"name": "Vonage"} | common)
+    await sign_in(client, admin)
+    await client.post(
+        f"{PAGES}/{integration}/failover", data=form(client, reason="maintenance", to_provider_id=str(second))
+    )
+    page = (await client.get(f"{PAGES}/{integration}")).text
+    assert "Traffic moved from Twilio to Vonage." in page
+    assert f'<option value="{first}">Twilio (the primary: fail back)</option>' in page
+    assert f'<option value="{second}">' not in page  # the active one is not offered
+    bad = await client.post(f"{PAGES}/{integration}/failover", data=form(client, reason="x", to_provider_id="nope"))
+    assert "Choose one of the providers." in (await client.get(bad.headers["location"])).text

@@ -109,11 +109,18 @@ class IntegrationsApi(Controller):
     async def trigger(
         self, request: Request, integration_id: FromPath[uuid.UUID], data: JSONBody[Any]
     ) -> dict[str, Any]:
-        """`{"reason": "..."}`: traffic moves to the next healthy provider; the switch is audited."""
+        """`{"reason": "...", "to_provider_id"?: "..."}`: traffic moves to the chosen provider, or else to the
+        next healthy one; moving it to the primary is a failback. The switch is audited."""
         if not isinstance(data, dict) or not isinstance(data.get("reason"), str):
             raise Problem(422, 'Send {"reason": "..."}: why you are failing over.')
+        target = data.get("to_provider_id")
+        target_id = setup.as_uuid(target) if target is not None else None
+        if target is not None and target_id is None:
+            raise Problem(422, "to_provider_id is a provider's id.", [{"field": "to_provider_id", "message": "an id"}])
         principal = principal_of(request)
-        return await services.trigger_failover(principal.org_id, integration_id, data["reason"][:1000], principal.actor)
+        return await services.trigger_failover(
+            principal.org_id, integration_id, data["reason"][:1000], principal.actor, target_id
+        )
 
 
 ROUTES = [IntegrationsApi]

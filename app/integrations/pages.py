@@ -160,9 +160,13 @@ class IntegrationPages(Controller):
     async def trigger(self, request: Request, integration_id: FromPath[uuid.UUID]) -> Redirect:
         principal = principal_of(request)
         form = await request.form()
+        chosen = str(form.get("to_provider_id", ""))
         try:
+            target = setup.as_uuid(chosen) if chosen else None
+            if chosen and target is None:
+                raise problems.Problem(422, "Choose one of the providers.")
             moved = await services.trigger_failover(
-                principal.org_id, integration_id, str(form.get("reason", ""))[:1000], principal.actor
+                principal.org_id, integration_id, str(form.get("reason", ""))[:1000], principal.actor, target
             )
         except problems.Problem as refused:
             await flash.push(session_id_of(request), str(refused.detail), ok=False)

@@ -318,22 +318,55 @@ async def publish(conn, org_id: uuid.UUID, event_type: str, payload: dict[str, A
     )
 
 
-async def trigger_failover(org_id: uuid.UUID, integration_id: uuid.UUID, reason: str, actor: str) -> dict[str, Any]:
-    """An admin's "Trigger failover": traffic moves to the next usable provider, audited."""
+async def trigger_failover(
+    org_id: uuid.UUID, integration_id: uuid.UUID, reason: str, actor: str, to_provider_id: uuid.UUID | None = None
+) -> dict[str, Any]:
+    """An admin's "Trigger failover": traffic moves to `to_provider_id`, or else to the next usable
+    provider after the active one, audited. Moving it to the primary is a (manual) failback."""
     reason = reason.strip()
     if not reason:
-        raise problems.Problem(422, "Say why you are failing over (the reason goes into the audit trail).")
+        raise problems.Problem(
+            422,
+            "Say why you are failing over (the reason goes into the audit trail).",
+            [{"field": "reason", "message": "is required"}],
+        )
     async with db.connection() as conn, conn.transaction():
         integration, views = await load(conn, integration_id, lock=True)
         if integration["org_id"] != org_id:
             raise NotFound("No such integration in this organisation.")
         active = active_of(integration, views)
-        target = next_usable(views, after=active) if active else next((v for v in views if v.usable), None)
+        target: ProviderView | None
+        if to_provider_id is not None:
+            target = _chosen_target(views, active, to_provider_id)
+        else:
+            target = next_usable(views, after=active) if active else next((v for v in views if v.usable), None)
         if target is None:
             raise problems.Problem(409, "No other provider is enabled and healthy: there is nowhere to fail over to.")
         kind = "failback" if target.id == next(v.id for v in views if v.row["enabled"]) else "failover"
         await switch(conn, integration, active, target, kind, "manual", reason[:1000], actor)
     return {"from": active.row["name"] if active else None, "to": target.row["name"], "kind": kind}
+
+
+def _chosen_target(views: list[ProviderView], active: ProviderView | None, to_provider_id: uuid.UUID) -> ProviderView:
+    """The provider an admin chose to move traffic to, if it can take it; else a 4xx saying why not."""
+    target = next((v for v in views if v.id == to_provider_id), None)
+    field = [{"field": "to_provider_id", "message": "is not a provider that can take traffic now"}]
+    if target is None:
+        raise problems.Problem(422, "to_provider_id is not a provider of this integration.", field)
+    name = target.row["name"]
+    if active is not None and target.id == active.id:
+        raise problems.Problem(409, f"Traffic already goes to {name}.", field)
+    if not target.row["enabled"]:
+        raise problems.Problem(409, f"{name} is disabled: enable it first.", field)
+    if not target.usable:
+        why = (
+            "refused our credentials"
+            if target.row["credentials_rejected_at"] is not None
+            else f"is failing (circuit {target.breaker.state.replace('_', ' ')}, last check "
+            f"{'down' if target.row['last_ok'] is False else 'up'})"
+        )
+        raise problems.Problem(409, f"{name} {why}: traffic would come straight back. Wait for it to recover.", field)
+    return target
 
 
 # --- Health checks ------------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ async def _provider_columns(conn, org_id: uuid.UUID, data: Any, *, partial: bool
         if link is None:
             out["oauth_connection_id"] = None
         else:
-            connection_id = _as_uuid(link)
+            connection_id = as_uuid(link)
             row = connection_id and await conn.fetchrow(
                 "SELECT status FROM oauth_connections WHERE id = $1 AND org_id = $2", connection_id, org_id
             )
@@ -213,7 +213,7 @@ async def _provider_columns(conn, org_id: uuid.UUID, data: Any, *, partial: bool
     return out
 
 
-def _as_uuid(value: Any) -> uuid.UUID | None:
+def as_uuid(value: Any) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(value))
     except ValueError:
