@@ -556,3 +556,17 @@ async def test_the_panel_offers_each_provider_and_the_primary_as_a_failback(clie
     assert f'<option value="{second}">' not in page  # the active one is not offered
     bad = await client.post(f"{PAGES}/{integration}/failover", data=form(client, reason="x", to_provider_id="nope"))
     assert "Choose one of the providers." in (await client.get(bad.headers["location"])).text
+
+
+async def test_the_panel_sums_up_each_providers_recent_checks(client, factory, receiver):
+    admin = await factory.user()
+    integration = await setup.create_integration(admin.org.id, {"name": "SMS", "kind": "sms"})
+    provider = await setup.create_provider(
+        admin.org.id, integration, {"name": "Twilio", "endpoint_url": receiver.url, "health_url": receiver.url}
+    )
+    await services.check_provider(provider)
+    receiver.default = Answer(status=503)
+    await services.check_provider(provider)
+    await sign_in(client, admin)
+    page = (await client.get(f"{PAGES}/{integration}")).text
+    assert re.search(r"50% up of the last 2 checks, median \d+ ms", page)

@@ -144,9 +144,11 @@ class IntegrationPages(Controller):
         [integration] = await services.overview(org_id, integration_id)
         linked = {p["oauth_connection_id"] for p in integration["providers"] if p["oauth_connection_id"]}
         connections = [c for c in await oauth.connections(org_id) if str(c["id"]) in linked]
+        strips = await services.health_strips(org_id, integration_id)
         return {
             "integration": integration,
-            "strips": await services.health_strips(org_id, integration_id),
+            "strips": strips,
+            "health": {provider: _health_summary(checks) for provider, checks in strips.items()},
             "audit": await services.audit_trail(org_id, integration_id, limit=20),
             "connections": [connection_out(c) for c in connections],
             "histories": {str(c["id"]): await oauth.history(org_id, c["id"], limit=5) for c in connections},
@@ -222,6 +224,16 @@ async def _save_provider(
     done = f"Saved {provider['name']}." if provider else f"Added {data['name'].strip()}."
     await flash.push(session_id_of(request), done, ok=True)
     return Redirect(path=request.app.route_reverse("integrations:detail", integration_id=integration_id))
+
+
+def _health_summary(checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of a provider's last checks (the strip): how many were up, and the median latency of those."""
+    latencies = sorted(c["latency_ms"] for c in checks if c["ok"] and c["latency_ms"] is not None)
+    return {
+        "checks": len(checks),
+        "up_percent": round(100 * sum(1 for c in checks if c["ok"]) / len(checks)) if checks else None,
+        "median_ms": latencies[len(latencies) // 2] if latencies else None,
+    }
 
 
 def _field_errors(invalid: problems.Problem) -> dict[str, str]:
