@@ -239,7 +239,8 @@ async def test_health_changes_are_announced_once_each_way(factory, receiver):
     assert changes == [("SendGrid", False), ("SendGrid", True)]
 
 
-async def test_a_provider_on_an_oauth_connection_calls_with_its_access_token(client, factory, sandbox, receiver):
+async def oauth_calendar(client, factory, receiver):
+    """An admin who connected the Sandbox, and a calendar integration whose provider uses that connection."""
     admin = await admin_with_sandbox(client, factory)
     connection_id = await connect(client)
     integration = await setup.create_integration(admin.org.id, {"name": "Calendar", "kind": "calendar"})
@@ -247,6 +248,12 @@ async def test_a_provider_on_an_oauth_connection_calls_with_its_access_token(cli
     linked = await setup.create_provider(
         admin.org.id, integration, {"name": "Sandbox calendar", "oauth_connection_id": str(connection_id)} | common
     )
+    return admin, connection_id, integration, linked
+
+
+async def test_a_provider_on_an_oauth_connection_calls_with_its_access_token(client, factory, sandbox, receiver):
+    admin, connection_id, integration, linked = await oauth_calendar(client, factory, receiver)
+    common = {"endpoint_url": receiver.url, "health_url": receiver.url}
     await setup.create_provider(admin.org.id, integration, {"name": "Backup calendar"} | common)
     await services.call_integration(integration, "events", {"title": "Interview"})
     token = await oauth.get_access_token(connection_id)
@@ -455,13 +462,7 @@ async def test_a_provider_that_refuses_our_credentials_stays_out_until_an_admin_
 
 
 async def test_a_401_on_an_oauth_provider_gets_a_new_token_once_a_minute(client, factory, sandbox, receiver):
-    admin = await admin_with_sandbox(client, factory)
-    connection_id = await connect(client)
-    integration = await setup.create_integration(admin.org.id, {"name": "Calendar", "kind": "calendar"})
-    common = {"endpoint_url": receiver.url, "health_url": receiver.url}
-    linked = await setup.create_provider(
-        admin.org.id, integration, {"name": "Sandbox calendar", "oauth_connection_id": str(connection_id)} | common
-    )
+    admin, connection_id, integration, linked = await oauth_calendar(client, factory, receiver)
     async with db.connection() as conn:  # as if its token was got a while ago
         await conn.execute(
             "UPDATE oauth_connections SET last_refreshed_at = now() - interval '1 hour' WHERE id = $1", connection_id
