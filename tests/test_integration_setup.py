@@ -571,3 +571,23 @@ async def test_the_panel_sums_up_each_providers_recent_checks(client, factory, r
     await sign_in(client, admin)
     page = (await client.get(f"{PAGES}/{integration}")).text
     assert re.search(r"50% up of the last 2 checks, median \d+ ms", page)
+
+
+async def test_an_admin_checks_a_provider_now_after_mending_it(client, factory, receiver):
+    admin = await factory.user()
+    integration = await setup.create_integration(admin.org.id, {"name": "SMS", "kind": "sms"})
+    provider = await setup.create_provider(
+        admin.org.id, integration, {"name": "Twilio", "endpoint_url": receiver.url, "health_url": receiver.url}
+    )
+    await sign_in(client, admin)
+    receiver.default = Answer(status=503)
+    down = await client.post(f"{PAGES}/{integration}/providers/{provider}/check", data=form(client))
+    assert "Twilio is down: HTTP 503." in (await client.get(down.headers["location"])).text
+    receiver.default = Answer()
+    up = await client.post(f"{PAGES}/{integration}/providers/{provider}/check", data=form(client))
+    assert "Twilio is up." in (await client.get(up.headers["location"])).text
+    stranger = await factory.user()
+    await client.post("/logout", data=form(client))
+    await sign_in(client, stranger)
+    refused = await client.post(f"{PAGES}/{integration}/providers/{provider}/check", data=form(client))
+    assert refused.status_code == 404 and len(receiver.log) == 2

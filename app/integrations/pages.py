@@ -123,6 +123,23 @@ class IntegrationPages(Controller):
         return Redirect(path=request.app.route_reverse("integrations:detail", integration_id=integration_id))
 
     @post(
+        "/{integration_id:uuid}/providers/{provider_id:uuid}/check",
+        name="integrations:provider-check",
+        guards=[admin_only],
+    )
+    async def check_now(
+        self, request: Request, integration_id: FromPath[uuid.UUID], provider_id: FromPath[uuid.UUID]
+    ) -> Redirect:
+        """Run the provider's health check now (after mending it, say) instead of waiting for the next."""
+        org_id = principal_of(request).org_id
+        await setup.provider(org_id, integration_id, provider_id)  # 404 unless it is this organisation's
+        ok = await services.check_provider(provider_id)
+        shown = await setup.provider(org_id, integration_id, provider_id)
+        message = f"{shown['name']} is up." if ok else f"{shown['name']} is down: {shown['last_error']}."
+        await flash.push(session_id_of(request), message, ok=bool(ok))
+        return Redirect(path=request.app.route_reverse("integrations:detail", integration_id=integration_id))
+
+    @post(
         "/{integration_id:uuid}/providers/{provider_id:uuid}/delete",
         name="integrations:provider-delete",
         guards=[admin_only],
