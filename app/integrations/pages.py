@@ -87,7 +87,7 @@ class IntegrationPages(Controller):
     ) -> Template:
         org_id = principal_of(request).org_id
         [integration] = await services.overview(org_id, integration_id)
-        provider = await setup.provider(org_id, integration_id, provider_id)
+        provider = setup.pick_provider(integration, provider_id)
         auth = "oauth" if provider["oauth_connection_id"] else "credentials" if provider["has_credentials"] else "none"
         values = provider | {"auth": auth, "rate_limit_per_hour": provider["rate_limit_per_hour"] or ""}
         return await _provider_form(org_id, integration, values, {}, provider=provider)
@@ -132,7 +132,7 @@ class IntegrationPages(Controller):
     ) -> Redirect:
         """Run the provider's health check now (after mending it, say) instead of waiting for the next."""
         org_id = principal_of(request).org_id
-        await setup.provider(org_id, integration_id, provider_id)  # 404 unless it is this organisation's
+        await setup.check_owned_provider(org_id, integration_id, provider_id)  # else 404
         ok = await services.check_provider(provider_id)
         shown = await setup.provider(org_id, integration_id, provider_id)
         message = f"{shown['name']} is up." if ok else f"{shown['name']} is down: {shown['last_error']}."
@@ -225,7 +225,7 @@ async def _save_provider(
     """The provider form, submitted to add a provider (`provider_id` None) or to change one."""
     principal = principal_of(request)
     [integration] = await services.overview(principal.org_id, integration_id)
-    provider = await setup.provider(principal.org_id, integration_id, provider_id) if provider_id else None
+    provider = setup.pick_provider(integration, provider_id) if provider_id else None
     form = await request.form()
     data, errors = await _provider_data(principal.org_id, form, provider)
     try:

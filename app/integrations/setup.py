@@ -289,7 +289,7 @@ def _primary_id(rows: list[dict[str, Any]]) -> uuid.UUID | None:
     return enabled[0]["id"] if enabled else None
 
 
-async def _provider_of(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID) -> None:
+async def check_owned_provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID) -> None:
     async with db.connection() as conn:
         found = await conn.fetchval(
             "SELECT 1 FROM integration_providers WHERE id = $1 AND integration_id = $2 AND org_id = $3",
@@ -304,6 +304,11 @@ async def _provider_of(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id
 async def provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID) -> dict[str, Any]:
     """One provider as pages and the API show it (whether credentials are set, never what they are)."""
     [integration] = await services.overview(org_id, integration_id)
+    return pick_provider(integration, provider_id)
+
+
+def pick_provider(integration: dict[str, Any], provider_id: uuid.UUID) -> dict[str, Any]:
+    """One provider out of an integration's overview (services.overview) already read."""
     found = next((p for p in integration["providers"] if p["id"] == str(provider_id)), None)
     if found is None:
         raise NotFound("No such provider in this integration.")
@@ -313,7 +318,7 @@ async def provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uu
 async def update_provider(
     org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID, data: Any, actor: str
 ) -> None:
-    await _provider_of(org_id, integration_id, provider_id)
+    await check_owned_provider(org_id, integration_id, provider_id)
     columns = _sealed(provider_id, await validate_provider(org_id, data, partial=True))
     if not columns:
         return
