@@ -66,3 +66,11 @@ async def test_viewers_look_but_cannot_switch_and_other_organisations_see_nothin
     await client.post("/logout", data=form(client))
     await sign_in(client, stranger)
     assert (await client.get(f"{BASE}/{integration}")).status_code == 404
+
+
+async def test_the_panels_refresh_renders_only_the_live_part(client, factory):
+    admin, integration = await make(factory)
+    await sign_in(client, admin)
+    refresh = await client.get(f"{BASE}/{integration}", headers={"HX-Request": "true", "HX-Target": "failover-live"})
+    assert refresh.status_code == 200 and refresh.text.lstrip().startswith('<div id="failover-live"')
+    assert 'data-provider="SendGrid"' in refresh.text and "Audit trail" not in refresh.text

@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Controller, Request, get, post
 from litestar.datastructures import FormMultiDict
 from litestar.params import FromPath
+from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Redirect, Template
 
 from app.accounts.auth import admin_only, principal_of, session_id_of
@@ -153,7 +154,11 @@ class IntegrationPages(Controller):
         return Redirect(path=request.app.route_reverse("integrations:detail", integration_id=integration_id))
 
     @get("/{integration_id:uuid}", name="integrations:detail")
-    async def detail(self, request: Request, integration_id: FromPath[uuid.UUID]) -> Template:
+    async def detail(self, request: HTMXRequest, integration_id: FromPath[uuid.UUID]) -> Template:
+        if request.htmx and request.htmx.target == "failover-live":  # the panel's 5 s refresh: that part only
+            [integration] = await services.overview(principal_of(request).org_id, integration_id)
+            context = await _live(principal_of(request).org_id, integration)
+            return HTMXTemplate(template_name="integrations/partials/failover.html", context=context)
         return Template("integrations/detail.html", context=await self._context(request, integration_id))
 
     async def _context(self, request: Request, integration_id: uuid.UUID, **extra: Any) -> dict[str, Any]:
@@ -161,19 +166,19 @@ class IntegrationPages(Controller):
         [integration] = await services.overview(org_id, integration_id)
         linked = {p["oauth_connection_id"] for p in integration["providers"] if p["oauth_connection_id"]}
         connections = [c for c in await oauth.connections(org_id) if str(c["id"]) in linked]
-        strips = await services.health_strips(org_id, integration_id)
-        return {
-            "integration": integration,
-            "strips": strips,
-            "health": {provider: _health_summary(checks) for provider, checks in strips.items()},
-            "audit": await services.audit_trail(org_id, integration_id, limit=20),
-            "connections": [connection_out(c) for c in connections],
-            "histories": {str(c["id"]): await oauth.history(org_id, c["id"], limit=5) for c in connections},
-            "flashes": await flash.pop(session_id_of(request)),
-            "errors": {},
-            "values": integration["failover"],
-            "kinds": setup.KINDS,
-        } | extra
+        return (
+            await _live(org_id, integration)
+            | {
+                "audit": await services.audit_trail(org_id, integration_id, limit=20),
+                "connections": [connection_out(c) for c in connections],
+                "histories": {str(c["id"]): await oauth.history(org_id, c["id"], limit=5) for c in connections},
+                "flashes": await flash.pop(session_id_of(request)),
+                "errors": {},
+                "values": integration["failover"],
+                "kinds": setup.KINDS,
+            }
+            | extra
+        )
 
     @post("/{integration_id:uuid}/failover", name="integrations:trigger", guards=[admin_only])
     async def trigger(self, request: Request, integration_id: FromPath[uuid.UUID]) -> Redirect:
@@ -241,6 +246,16 @@ async def _save_provider(
     done = f"Saved {provider['name']}." if provider else f"Added {data['name'].strip()}."
     await flash.push(session_id_of(request), done, ok=True)
     return Redirect(path=request.app.route_reverse("integrations:detail", integration_id=integration_id))
+
+
+async def _live(org_id: uuid.UUID, integration: dict[str, Any]) -> dict[str, Any]:
+    """What the failover panel's live part shows: the providers, with their recent checks."""
+    strips = await services.health_strips(org_id, uuid.UUID(integration["id"]))
+    return {
+        "integration": integration,
+        "strips": strips,
+        "health": {provider: _health_summary(checks) for provider, checks in strips.items()},
+    }
 
 
 def _health_summary(checks: list[dict[str, Any]]) -> dict[str, Any]:
