@@ -39,10 +39,6 @@ SEALED = (
 )
 
 
-def _stale(value: str, primary: str) -> bool:
-    return value.split(".", 2)[1:2] != [primary]
-
-
 async def rotate(progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
     """Re-seal in batches; returns how many values were re-sealed per table.column."""
     ring = get_keyring()
@@ -72,7 +68,7 @@ async def rotate(progress: Callable[[str, int], None] | None = None) -> dict[str
                     last = row["id"]
                     context = sealed.context(row["id"])
                     try:
-                        await _reseal(conn, sealed, row, context, primary)
+                        await _reseal(conn, sealed, row, context)
                     except DecryptionError:
                         unreadable.append(f"{name} of {row['id']}")
                         continue
@@ -89,12 +85,12 @@ async def rotate(progress: Callable[[str, int], None] | None = None) -> dict[str
     return done
 
 
-async def _reseal(conn, sealed: Sealed, row, context: str, primary: str) -> None:
+async def _reseal(conn, sealed: Sealed, row, context: str) -> None:
     ring = get_keyring()
     if sealed.json_map:
         values = json.loads(row["value"])
         resealed = {
-            k: ring.seal(ring.open(v, context), context) if _stale(v, primary) else v for k, v in values.items()
+            k: ring.seal(ring.open(v, context), context) if ring.needs_rotation(v) else v for k, v in values.items()
         }
         await conn.execute(
             f"UPDATE {sealed.table} SET {sealed.column} = $2::jsonb WHERE id = $1",  # noqa: S608

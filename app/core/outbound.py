@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import re
 import socket
@@ -223,7 +224,7 @@ class _GuardedTransport(AiohttpTransport):
 
     def __init__(self, allow: tuple[Network, ...], max_connections: int, verify: ssl.SSLContext | None) -> None:
         limits = httpx.Limits(max_connections=max_connections, keepalive_expiry=30.0)
-        super().__init__(verify=True if verify is None else verify, limits=limits)
+        super().__init__(verify=_system_ssl_context() if verify is None else verify, limits=limits)
         self._allow = allow
 
     def get_client(self) -> aiohttp.ClientSession:
@@ -249,6 +250,13 @@ class _GuardedTransport(AiohttpTransport):
             if kind == "timeout":
                 raise
             raise (httpx.ReadError if kind == "connection_reset" else httpx.ConnectError)(str(exc)) from exc.__cause__
+
+
+@functools.cache
+def _system_ssl_context() -> ssl.SSLContext:
+    """The system's trusted certificates, read once per process (not once per transport: the OAuth code
+    builds one per provider exchange) and shared; an SSLContext may serve many connections at once."""
+    return httpx.create_ssl_context()
 
 
 def make_transport(

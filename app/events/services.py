@@ -56,6 +56,14 @@ def _check_object(value: Any, field: str) -> dict:
     return value
 
 
+async def publish_in(conn, org_id: uuid.UUID, event_type: str, payload: dict[str, Any]) -> uuid.UUID:
+    """Publish an event of the portal's own (a known type, a payload we built) in the caller's
+    transaction, so it commits, or not, with the change it announces."""
+    return await conn.fetchval(
+        "SELECT publish_event($1, NULL, $2::jsonb, NULL, '{}'::jsonb, $3)", event_type, json.dumps(payload), org_id
+    )
+
+
 async def publish(
     org_id: uuid.UUID,
     event_type: str,

@@ -171,7 +171,7 @@ class IntegrationPages(Controller):
             | {
                 "audit": await services.audit_trail(org_id, integration_id, limit=20),
                 "connections": [connection_out(c) for c in connections],
-                "histories": {str(c["id"]): await oauth.history(org_id, c["id"], limit=5) for c in connections},
+                "histories": await oauth.histories(org_id, [c["id"] for c in connections], limit=5),
                 "flashes": await flash.pop(session_id_of(request)),
                 "errors": {},
                 "values": integration["failover"],

@@ -28,6 +28,7 @@ import httpx
 
 from app.core import db, outbound, problems
 from app.core.crypto import DecryptionError, get_keyring
+from app.events import services as events
 from app.integrations import breaker, ratelimit
 from app.integrations.breaker import BreakerPolicy
 from app.oauth import services as oauth
@@ -300,7 +301,7 @@ async def switch(conn, integration, source: ProviderView | None, target: Provide
         "trigger": trigger,
         "reason": reason[:300],
     }
-    await publish(conn, integration["org_id"], f"integration.{kind}", payload)
+    await events.publish_in(conn, integration["org_id"], f"integration.{kind}", payload)
     log.info(
         "integration %s: %s from %s to %s (%s)",
         integration["id"],
@@ -308,13 +309,6 @@ async def switch(conn, integration, source: ProviderView | None, target: Provide
         payload["from_provider"],
         target.row["name"],
         reason,
-    )
-
-
-async def publish(conn, org_id: uuid.UUID, event_type: str, payload: dict[str, Any]) -> None:
-    """On the event bus, in the caller's transaction: it commits with the change it announces."""
-    await conn.execute(
-        "SELECT publish_event($1, NULL, $2::jsonb, NULL, '{}'::jsonb, $3)", event_type, json.dumps(payload), org_id
     )
 
 
@@ -445,7 +439,7 @@ async def _record_check(provider, ok: bool, latency: int, status, error_class, p
                 "healthy": ok,
                 "error": None if ok else error_class,
             }
-            await publish(conn, provider["org_id"], "integration.health_changed", payload)
+            await events.publish_in(conn, provider["org_id"], "integration.health_changed", payload)
 
 
 async def _probe(url: str) -> tuple[bool, int | None, str | None]:

@@ -42,6 +42,7 @@ from app.core import db, outbound, problems
 from app.core.crypto import DecryptionError, get_keyring
 from app.core.redis import get_redis
 from app.core.settings import get_settings
+from app.events import services as events
 from app.oauth import providers
 from app.oauth.providers import ENDPOINT_FIELDS, Endpoints, Provider
 from app.oauth.tables import ConnectionStatus
@@ -555,7 +556,7 @@ async def _save_connection(
         )
         kind = "reconnected" if existing else "connected"
         await _history(conn, org_id, connection_id, kind, f"{label}; scopes: {provider.join_scopes(granted)}", actor)
-        await _publish(
+        await events.publish_in(
             conn,
             org_id,
             "oauth.connection.connected",
@@ -574,12 +575,6 @@ async def _history(conn, org_id: uuid.UUID, connection_id: uuid.UUID, kind: str,
         kind,
         detail[:1000],
         actor[:200],
-    )
-
-
-async def _publish(conn, org_id: uuid.UUID, event_type: str, payload: dict) -> None:
-    await conn.execute(
-        "SELECT publish_event($1, NULL, $2::jsonb, NULL, '{}'::jsonb, $3)", event_type, json.dumps(payload), org_id
     )
 
 
@@ -615,15 +610,24 @@ async def connection(org_id: uuid.UUID, connection_id: uuid.UUID) -> dict[str, A
 
 
 async def history(org_id: uuid.UUID, connection_id: uuid.UUID, limit: int = 20) -> list[dict[str, Any]]:
+    return (await histories(org_id, [connection_id], limit)).get(str(connection_id), [])
+
+
+async def histories(org_id: uuid.UUID, connection_ids: list[uuid.UUID], limit: int) -> dict[str, list[dict[str, Any]]]:
+    """The last `limit` events of each connection, newest first, keyed by connection id: one query."""
     async with db.connection() as conn:
         rows = await conn.fetch(
-            "SELECT kind, detail, actor, at FROM oauth_connection_events WHERE org_id = $1 AND connection_id = $2 "
-            "ORDER BY at DESC LIMIT $3",
+            "SELECT c.id AS connection_id, e.kind, e.detail, e.actor, e.at FROM unnest($2::uuid[]) AS c(id) "
+            "CROSS JOIN LATERAL (SELECT kind, detail, actor, at FROM oauth_connection_events "
+            "WHERE org_id = $1 AND connection_id = c.id ORDER BY at DESC LIMIT $3) e ORDER BY e.at DESC",
             org_id,
-            connection_id,
+            connection_ids,
             limit,
         )
-    return [dict(row) for row in rows]
+    out: dict[str, list[dict[str, Any]]] = {str(c): [] for c in connection_ids}
+    for row in rows:
+        out[str(row["connection_id"])].append({k: row[k] for k in ("kind", "detail", "actor", "at")})
+    return out
 
 
 # --- Refresh ------------------------------------------------------------------------------------------
@@ -805,7 +809,7 @@ async def _refresh_failed(row, detail: str, *, permanent: bool) -> str:
             if changed is None:
                 return "not_due"
             await _history(conn, row["org_id"], row["id"], "needs_reauth", f"refresh refused: {detail}", "system")
-            await _publish(
+            await events.publish_in(
                 conn,
                 row["org_id"],
                 "oauth.connection.needs_reauth",
@@ -922,7 +926,7 @@ async def disconnect(org_id: uuid.UUID, connection_id: uuid.UUID, actor: str) ->
             if changed is None:
                 return "already disconnected"
             await _history(conn, org_id, connection_id, "disconnected", outcome, actor)
-            await _publish(
+            await events.publish_in(
                 conn,
                 org_id,
                 "oauth.connection.disconnected",

@@ -53,12 +53,12 @@ class OAuthPanel(Controller):
     async def _context(self, request: Request, **extra: Any) -> dict[str, Any]:
         principal = principal_of(request)
         rows = await services.connections(principal.org_id)
-        histories = {row["id"]: await services.history(principal.org_id, row["id"], limit=8) for row in rows}
+        histories = await services.histories(principal.org_id, [row["id"] for row in rows], limit=8)
         return {
             "providers": providers.available(),
             "clients": await services.clients(principal.org_id),
             "connections": [connection_out(row) for row in rows],
-            "histories": {str(k): v for k, v in histories.items()},
+            "histories": histories,
             "flashes": await flash.pop(session_id_of(request)),
             "redirect_uri": services.redirect_uri,
             "endpoint_fields": ENDPOINT_FIELDS,

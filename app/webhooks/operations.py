@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.core import db, queue
+from app.events import services as events
 from app.webhooks import services
 
 BULK_BATCH = 200
@@ -29,11 +30,7 @@ async def send_test(org_id: uuid.UUID, webhook_id: uuid.UUID) -> uuid.UUID:
     webhook = await services.get_webhook(org_id, webhook_id)
     payload = {"message": "This is a test event from InTime Integrations.", "webhook_id": str(webhook.id)}
     async with db.connection() as conn, conn.transaction():
-        event_id = await conn.fetchval(
-            "SELECT publish_event('webhook.test', NULL, $1::jsonb, NULL, '{}'::jsonb, $2)",
-            json.dumps(payload),
-            org_id,
-        )
+        event_id = await events.publish_in(conn, org_id, "webhook.test", payload)
         delivery_id = await conn.fetchval(
             "INSERT INTO webhook_deliveries (id, org_id, webhook_id, event_id, event_type, status, next_trigger, "
             "next_attempt_at, created_at, updated_at) "

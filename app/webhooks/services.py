@@ -247,7 +247,9 @@ async def set_enabled(org_id: uuid.UUID, webhook_id: uuid.UUID, enabled: bool, r
                 "consecutive_failures = 0, updated_at = now() WHERE id = $1",
                 webhook.id,
             )
-            await _publish(conn, org_id, "webhook.enabled", {"webhook_id": str(webhook.id), "name": webhook.name})
+            await events.publish_in(
+                conn, org_id, "webhook.enabled", {"webhook_id": str(webhook.id), "name": webhook.name}
+            )
         else:
             await disable_in_transaction(conn, org_id, webhook.id, reason)
 
@@ -263,7 +265,7 @@ async def disable_in_transaction(conn, org_id: uuid.UUID, webhook_id: uuid.UUID,
     if row is None:
         return False
     await dead_letter_waiting(conn, webhook_id, DlqReason.webhook_disabled)
-    await _publish(
+    await events.publish_in(
         conn, org_id, "webhook.disabled", {"webhook_id": str(webhook_id), "name": row["name"], "reason": reason}
     )
     return True
@@ -288,7 +290,7 @@ async def announce_dead_letter(conn, org_id, webhook_id, delivery_id, event_type
     # failing would otherwise feed on its own failures without end.
     if event_type.startswith("webhook."):
         return
-    await _publish(
+    await events.publish_in(
         conn,
         org_id,
         "webhook.delivery.dead_lettered",
@@ -298,12 +300,6 @@ async def announce_dead_letter(conn, org_id, webhook_id, delivery_id, event_type
             "event_type": event_type,
             "reason": reason,
         },
-    )
-
-
-async def _publish(conn, org_id, event_type: str, payload: dict) -> uuid.UUID:
-    return await conn.fetchval(
-        "SELECT publish_event($1, NULL, $2::jsonb, NULL, '{}'::jsonb, $3)", event_type, json.dumps(payload), org_id
     )
 
 
