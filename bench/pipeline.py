@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import ROOT, free_port, percentile
+from app.core.embedded import free_port
+from bench.common import ROOT, percentile
 
 BIN = Path(sys.executable).parent
 WORKER_PROCESSES = int(os.environ.get("BENCH_WORKER_PROCESSES", "2"))

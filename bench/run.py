@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from app.core.embedded import free_port
 from bench import plot
-from bench.common import ROOT, free_port, percentile
+from bench.common import ROOT, percentile
 
 RESULTS = ROOT / "bench" / "results"
 TARGET_P95_MS = 50.0

@@ -62,6 +62,11 @@ async def attempt_call(
 
     Each next attempt is a new message sent before this one is acknowledged: a crash in between
     repeats the call (under the same Idempotency-Key) rather than losing it."""
+
+    async def again(deferrals: int, reserved_for: str | None, failures: int, delay_ms: int) -> None:
+        args = (integration_id, operation, payload, call_id, deferrals, reserved_for, failures)
+        await queue.asend("call_provider", *args, delay_ms=delay_ms)
+
     try:
         await services.call_integration(
             uuid.UUID(integration_id),
@@ -76,17 +81,7 @@ async def attempt_call(
             raise CallAbandoned(f"call {call_id}: deferred {deferrals} times; last: {deferred}") from None
         delay_ms = math.ceil(deferred.retry_after * 1000)
         booked = str(deferred.reserved_for) if deferred.reserved_for else None
-        await queue.asend(
-            "call_provider",
-            integration_id,
-            operation,
-            payload,
-            call_id,
-            deferrals + 1,
-            booked,
-            failures,
-            delay_ms=delay_ms,
-        )
+        await again(deferrals + 1, booked, failures, delay_ms)
         log.info("call %s to integration %s deferred %d ms: %s", call_id, integration_id, delay_ms, deferred)
         return delay_ms
     except services.Rejected as refused:
@@ -111,17 +106,7 @@ async def attempt_call(
             )
             raise CallAbandoned(f"call {call_id}: failed {failures + 1} times; last: {error}") from None
         delay_ms = backoff_ms(failures + 1)
-        await queue.asend(
-            "call_provider",
-            integration_id,
-            operation,
-            payload,
-            call_id,
-            deferrals,
-            None,
-            failures + 1,
-            delay_ms=delay_ms,
-        )
+        await again(deferrals, None, failures + 1, delay_ms)
         expected = isinstance(error, services.NoHealthyProvider | services.CallFailed)
         (log.warning if expected else log.exception)(
             "call %s to integration %s failed, tried again in %d ms: %s", call_id, integration_id, delay_ms, error

@@ -74,16 +74,12 @@ class Scheduler:
     async def check_health(self) -> int:
         """Integration providers whose health-check interval has passed go to the workers."""
         due = await integrations.due_health_checks()
-        if due:
-            await queue.asend_many("run_health_check", [(str(provider_id),) for provider_id in due])
-        return len(due)
+        return await queue.asend_many("run_health_check", [(str(provider_id),) for provider_id in due])
 
     async def refresh_oauth(self) -> int:
         """OAuth connections whose refresh time has come go to the workers."""
         due = await oauth.due_for_refresh()
-        if due:
-            await queue.asend_many("refresh_oauth_token", [(str(connection_id),) for connection_id in due])
-        return len(due)
+        return await queue.asend_many("refresh_oauth_token", [(str(connection_id),) for connection_id in due])
 
     async def fan_out(self) -> int:
         """Drain the fan-out backlog: new events become deliveries, which are enqueued at once."""

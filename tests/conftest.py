@@ -40,17 +40,9 @@ def _with_path(url: str, path: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # The run's Sandbox OAuth provider (tests.oauth_sandbox) listens here; the settings (and the worker
 # process) learn its URL from the environment, as in `./task dev`.
-SANDBOX_PORT = _free_port()
+SANDBOX_PORT = embedded.free_port()
 SANDBOX_SECRET = "sandbox-test-secret"
 
 

@@ -39,7 +39,8 @@ class Started:
     started_redis: bool
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for servers of our own: embedded, tests, benchmarks)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -144,7 +145,7 @@ def _start_postgres(pgdata: Path, port: int | None = None) -> int:
             capture_output=True,
             **run_as,
         )
-    port = port or _free_port()
+    port = port or free_port()
     options = f"-h 127.0.0.1 -p {port} -c unix_socket_directories= -c max_connections=300"
     result = subprocess.run(
         [
@@ -206,7 +207,7 @@ def _running_redis(redis_dir: Path) -> int | None:
 
 def _start_redis(redis_dir: Path, port: int | None = None) -> int:
     redis_dir.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
+    port = port or free_port()
     subprocess.run(
         [
             str(_redis_bin() / "redis-server"),
@@ -274,15 +275,9 @@ def down(data_dir: Path, postgres: bool = True, redis: bool = True) -> None:
     data_dir = data_dir.resolve()
     with _locked(data_dir):
         if postgres and _running_postgres(data_dir / "pg") is not None:
-            subprocess.run(
-                [str(_pg_bin() / "pg_ctl"), "-w", "-D", str(data_dir / "pg"), "-m", "fast", "stop"],
-                capture_output=True,
-                **_as_pg_user(),
-            )
+            _stop_postgres(data_dir / "pg", "fast")
         if redis and (port := _running_redis(data_dir / "redis")) is not None:
-            subprocess.run(
-                [str(_redis_bin() / "redis-cli"), "-p", str(port), "shutdown", "nosave"], capture_output=True
-            )
+            _stop_redis(data_dir / "redis", port)
         if _running_postgres(data_dir / "pg") is None and _running_redis(data_dir / "redis") is None:
             (data_dir / "services.json").unlink(missing_ok=True)
 
@@ -294,10 +289,7 @@ def restart_postgres(data_dir: Path, *, crash: bool = True) -> None:
     port = _running_postgres(pgdata)
     if port is None:
         raise EmbeddedError("PostgreSQL is not running here")
-    mode = "immediate" if crash else "fast"
-    subprocess.run(
-        [str(_pg_bin() / "pg_ctl"), "-w", "-D", str(pgdata), "-m", mode, "stop"], capture_output=True, **_as_pg_user()
-    )
+    _stop_postgres(pgdata, "immediate" if crash else "fast")
     _start_postgres(pgdata, port)
 
 
@@ -308,11 +300,23 @@ def restart_redis(data_dir: Path) -> None:
     port = _running_redis(redis_dir)
     if port is None:
         raise EmbeddedError("Redis is not running here")
+    _stop_redis(redis_dir, port)
+    _start_redis(redis_dir, port)
+
+
+def _stop_postgres(pgdata: Path, mode: str) -> None:
+    """pg_ctl stop, waiting till it is down; `mode` fast (clean) or immediate (as a crash)."""
+    subprocess.run(
+        [str(_pg_bin() / "pg_ctl"), "-w", "-D", str(pgdata), "-m", mode, "stop"], capture_output=True, **_as_pg_user()
+    )
+
+
+def _stop_redis(redis_dir: Path, port: int) -> None:
+    """Shut Redis down without saving, and wait (up to 10 s) till it is gone."""
     subprocess.run([str(_redis_bin() / "redis-cli"), "-p", str(port), "shutdown", "nosave"], capture_output=True)
     deadline = time.monotonic() + 10
     while _running_redis(redis_dir) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
-    _start_redis(redis_dir, port)
 
 
 def status(data_dir: Path) -> dict[str, int | None]:

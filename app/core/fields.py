@@ -5,9 +5,18 @@ the clean value, or None when there is none."""
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from app.core import problems
+
+
+def as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
+    """An id from a URL or a body, or None when it is not a UUID (so the caller answers 404 or 422)."""
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        return None
 
 
 def text(

@@ -6,9 +6,15 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
+
+from app.core.problems import Problem
 
 MAX_LIMIT = 200
+T = TypeVar("T")
+Position = tuple[datetime, uuid.UUID]  # a row's (time, id): a page starts after it
 
 
 class BadQuery(ValueError):
@@ -21,7 +27,7 @@ def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
     return base64.urlsafe_b64encode(f"{at.isoformat()}|{row_id}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_cursor(cursor: str) -> Position:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, row_id = raw.split("|")
@@ -40,3 +46,19 @@ def check_limit(limit: int | None, default: int = 50) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise BadQuery("limit", f"limit is between 1 and {MAX_LIMIT}.")
     return limit
+
+
+def request_window(limit: int | None, cursor: str | None, default: int) -> tuple[int, Position | None]:
+    """An API list's `?limit=&cursor=`: the page size and where to start; a bad one is a 422 naming it."""
+    try:
+        return check_limit(limit, default), decode_cursor(cursor) if cursor else None
+    except BadQuery as bad:
+        raise Problem(422, str(bad), [{"field": bad.field, "message": str(bad)}]) from None
+
+
+def cut(rows: list[T], size: int, key: Callable[[T], Position]) -> tuple[list[T], str | None]:
+    """A page of `rows` read with `limit=size + 1`: the first `size`, and the cursor of the next page
+    (None on the last one)."""
+    if len(rows) <= size:
+        return rows, None
+    return rows[:size], encode_cursor(*key(rows[size - 1]))

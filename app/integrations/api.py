@@ -9,7 +9,7 @@ from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts.auth import principal_of
-from app.core import paging
+from app.core import fields, paging
 from app.core.problems import Problem
 from app.integrations import services, setup
 
@@ -25,15 +25,9 @@ class IntegrationsApi(Controller):
     async def list_integrations(
         self, request: Request, limit: FromQuery[int | None] = None, cursor: FromQuery[str | None] = None
     ) -> dict[str, Any]:
-        try:
-            size = paging.check_limit(limit, 50)
-            after = paging.decode_cursor(cursor) if cursor else None
-        except paging.BadQuery as bad:
-            raise Problem(422, str(bad), [{"field": bad.field, "message": str(bad)}]) from None
-        items = await services.overview(principal_of(request).org_id, after=after, limit=size + 1)
-        more = len(items) > size
-        items = items[:size]
-        next_cursor = paging.encode_cursor(items[-1]["created_at"], uuid.UUID(items[-1]["id"])) if more else None
+        size, after = paging.request_window(limit, cursor, 50)
+        rows = await services.overview(principal_of(request).org_id, after=after, limit=size + 1)
+        items, next_cursor = paging.cut(rows, size, lambda i: (i["created_at"], uuid.UUID(i["id"])))
         return {"items": items, "next_cursor": next_cursor}
 
     @post("/", opt=WRITE, status_code=201, summary="Create an integration")
@@ -114,7 +108,7 @@ class IntegrationsApi(Controller):
         if not isinstance(data, dict) or not isinstance(data.get("reason"), str):
             raise Problem(422, 'Send {"reason": "..."}: why you are failing over.')
         target = data.get("to_provider_id")
-        target_id = setup.as_uuid(target) if target is not None else None
+        target_id = fields.as_uuid(target) if target is not None else None
         if target is not None and target_id is None:
             raise Problem(422, "to_provider_id is a provider's id.", [{"field": "to_provider_id", "message": "an id"}])
         principal = principal_of(request)

@@ -186,7 +186,7 @@ class IntegrationPages(Controller):
         form = await request.form()
         chosen = str(form.get("to_provider_id", ""))
         try:
-            target = setup.as_uuid(chosen) if chosen else None
+            target = fields.as_uuid(chosen) if chosen else None
             if chosen and target is None:
                 raise problems.Problem(422, "Choose one of the providers.")
             moved = await services.trigger_failover(

@@ -648,7 +648,7 @@ def failover_config(integration) -> dict[str, Any]:
     return {name: integration[name] for name in (*MODES, *FAILOVER_LIMITS)}
 
 
-async def _owned(conn, org_id: uuid.UUID, integration_id: uuid.UUID):
+async def owned(conn, org_id: uuid.UUID, integration_id: uuid.UUID):
     row = await conn.fetchrow("SELECT * FROM integrations WHERE id = $1 AND org_id = $2", integration_id, org_id)
     if row is None:
         raise NotFound("No such integration in this organisation.")
@@ -677,7 +677,7 @@ async def update_failover(org_id: uuid.UUID, integration_id: uuid.UUID, data: An
             else:
                 values[name] = value
     async with db.connection() as conn, conn.transaction():
-        current = await _owned(conn, org_id, integration_id)
+        current = await owned(conn, org_id, integration_id)
         merged = failover_config(current) | values
         if merged["breaker_cooldown_max_seconds"] < merged["breaker_cooldown_seconds"]:
             errors.append({"field": "breaker_cooldown_max_seconds", "message": "is at least the cooldown"})
@@ -720,7 +720,7 @@ async def overview(
             )
             ids = [r["id"] for r in rows]
         else:
-            ids = [(await _owned(conn, org_id, integration_id))["id"]]
+            ids = [(await owned(conn, org_id, integration_id))["id"]]
         out = []
         for one in ids:
             integration, views = await load(conn, one)
@@ -768,7 +768,7 @@ async def overview(
 
 async def audit_trail(org_id: uuid.UUID, integration_id: uuid.UUID, limit: int = 50) -> list[dict[str, Any]]:
     async with db.connection() as conn:
-        await _owned(conn, org_id, integration_id)
+        await owned(conn, org_id, integration_id)
         rows = await conn.fetch(
             # The names as they were at the switch (the provider may since be renamed or removed).
             "SELECT kind, trigger, reason, actor, at, from_provider_name AS from_provider, "
@@ -782,7 +782,7 @@ async def audit_trail(org_id: uuid.UUID, integration_id: uuid.UUID, limit: int =
 async def health_strips(org_id: uuid.UUID, integration_id: uuid.UUID, per_provider: int = 40) -> dict[str, list]:
     """The last checks of each provider, oldest first, for the history strip."""
     async with db.connection() as conn:
-        await _owned(conn, org_id, integration_id)
+        await owned(conn, org_id, integration_id)
         rows = await conn.fetch(
             "SELECT c.provider_id, c.at, c.ok, c.latency_ms, c.status_code, c.error_class FROM integration_providers p "
             "CROSS JOIN LATERAL (SELECT * FROM health_checks h WHERE h.provider_id = p.id ORDER BY h.at DESC "

@@ -94,7 +94,7 @@ async def create_integration(org_id: uuid.UUID, data: Any) -> uuid.UUID:
 async def update_integration(org_id: uuid.UUID, integration_id: uuid.UUID, data: Any) -> None:
     columns = _integration_columns(data, partial=True)
     async with db.connection() as conn:
-        await _owned(conn, org_id, integration_id)
+        await services.owned(conn, org_id, integration_id)
         if columns:
             await _update_row(conn, "integrations", integration_id, columns, "integration")
 
@@ -121,13 +121,6 @@ async def delete_integration(org_id: uuid.UUID, integration_id: uuid.UUID) -> st
     if name is None:
         raise NotFound("No such integration in this organisation.")
     return name
-
-
-async def _owned(conn, org_id: uuid.UUID, integration_id: uuid.UUID):
-    row = await conn.fetchrow("SELECT * FROM integrations WHERE id = $1 AND org_id = $2", integration_id, org_id)
-    if row is None:
-        raise NotFound("No such integration in this organisation.")
-    return row
 
 
 # --- Providers ----------------------------------------------------------------------------------------
@@ -196,7 +189,7 @@ async def _provider_columns(conn, org_id: uuid.UUID, data: Any, *, partial: bool
         if link is None:
             out["oauth_connection_id"] = None
         else:
-            connection_id = as_uuid(link)
+            connection_id = fields.as_uuid(link)
             row = connection_id and await conn.fetchrow(
                 "SELECT status FROM oauth_connections WHERE id = $1 AND org_id = $2", connection_id, org_id
             )
@@ -213,13 +206,6 @@ async def _provider_columns(conn, org_id: uuid.UUID, data: Any, *, partial: bool
     return out
 
 
-def as_uuid(value: Any) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
 def _sealed(provider_id: uuid.UUID, columns: dict[str, Any]) -> dict[str, Any]:
     if columns.get("credentials"):
         columns["credentials"] = get_keyring().seal(columns["credentials"], services.credentials_context(provider_id))
@@ -229,7 +215,7 @@ def _sealed(provider_id: uuid.UUID, columns: dict[str, Any]) -> dict[str, Any]:
 async def create_provider(org_id: uuid.UUID, integration_id: uuid.UUID, data: Any) -> uuid.UUID:
     """Adds a provider; without a priority it goes last (after the others, in steps of 10)."""
     async with db.connection() as conn:
-        await _owned(conn, org_id, integration_id)
+        await services.owned(conn, org_id, integration_id)
     provider_id = uuid.uuid4()
     columns = _sealed(provider_id, await validate_provider(org_id, data, partial=False))
     async with db.connection() as conn, conn.transaction():

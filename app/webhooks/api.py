@@ -12,6 +12,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts.auth import principal_of
+from app.core import paging
 from app.core.problems import Problem
 from app.webhooks import operations, queries, retry, services, signing, stats
 from app.webhooks.operations import DlqFilter
@@ -68,10 +69,6 @@ def _page(page: queries.Page) -> dict[str, Any]:
     return {"items": page.items, "next_cursor": page.next_cursor}
 
 
-async def _async(function, *args):
-    return function(*args)
-
-
 async def _query(coro):
     try:
         return await coro
@@ -87,12 +84,9 @@ class WebhooksApi(Controller):
     async def list_webhooks(
         self, request: Request, limit: FromQuery[int | None] = None, cursor: FromQuery[str | None] = None
     ) -> dict[str, Any]:
-        size = await _query(_async(queries.check_limit, limit, 100))
-        after = await _query(_async(queries.decode_cursor, cursor)) if cursor else None
-        hooks = await services.list_webhooks(principal_of(request).org_id, after=after, limit=size + 1)
-        more = len(hooks) > size
-        hooks = hooks[:size]
-        next_cursor = queries.encode_cursor(hooks[-1].created_at, hooks[-1].id) if more else None
+        size, after = paging.request_window(limit, cursor, 100)
+        rows = await services.list_webhooks(principal_of(request).org_id, after=after, limit=size + 1)
+        hooks, next_cursor = paging.cut(rows, size, lambda w: (w.created_at, w.id))
         return {"items": [webhook_out(w) for w in hooks], "next_cursor": next_cursor}
 
     @post("/", opt=WRITE, status_code=201, summary="Create a webhook; the response carries its secret, once")

@@ -13,6 +13,7 @@ from typing import Any
 
 from app.core import db, fields, problems
 from app.core.crypto import get_keyring
+from app.core.fields import as_uuid
 from app.core.outbound import OutboundRefused, check_url
 from app.events import services as events
 from app.webhooks import patterns, retry, signing
@@ -35,14 +36,6 @@ class WebhookInvalid(ValueError):
 
 
 NotFound = problems.NotFound  # the web layer answers it with a 404
-
-
-def as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
-    """An id from a URL or a body, or None when it is not a UUID (so the caller answers 404 or 422)."""
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 def _secret_context(webhook_id: uuid.UUID) -> str:

@@ -7,7 +7,6 @@ because a skipped browser test in CI would hide a broken page.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.core import embedded
 from tests.conftest import ROOT, chromium_path
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -31,15 +31,9 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def live_server():
-    port = _free_port()
+    port = embedded.free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = os.environ | {"INTIME_PORT": str(port), "INTIME_BASE_URL": base_url}
     log = open(ARTIFACTS.mkdir(exist_ok=True) or ARTIFACTS / "live-server.log", "w")  # noqa: SIM115
