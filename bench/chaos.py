@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import pipeline
 from bench.common import ROOT
 
-BIN = Path(sys.executable).parent
 HOOKS = 3
 RECEIVER_DELAY_MS = 100  # each answer takes this long, so that a fault finds sends in flight
 # Outlasts the outage: 12 retries, 0.25 s doubling to at most 4 s, is about 35 s of trying.
@@ -111,34 +111,19 @@ class Report:
 
 
 class Processes:
-    """The project's processes, as a supervisor (systemd, Kubernetes) would run them."""
+    """The project's processes, as a supervisor (systemd, Kubernetes) would run them: started with
+    bench.pipeline's spawn (its environment and $BENCH_LOG are the run's), killed at will."""
 
-    def __init__(self, env: dict[str, str], plan: Plan, log_path: Path) -> None:
-        self.env, self.plan = env, plan
-        self.log = open(log_path, "a")  # noqa: SIM115  (closed in stop_all)
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
         self.worker: subprocess.Popen | None = None
         self.scheduler: subprocess.Popen | None = None
 
-    def _spawn(self, argv: list[str]) -> subprocess.Popen:
-        # A session of its own, so that SIGKILL reaches the worker's forked children too.
-        return subprocess.Popen(
-            argv, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
     def start_worker(self) -> None:
-        self.worker = self._spawn(
-            [
-                str(BIN / "dramatiq"),
-                "tasks",
-                "--processes",
-                str(self.plan.worker_processes),
-                "--threads",
-                str(self.plan.worker_threads),
-            ]
-        )
+        self.worker = pipeline.spawn(pipeline.worker_argv(self.plan.worker_processes, self.plan.worker_threads))
 
     def start_scheduler(self) -> None:
-        self.scheduler = self._spawn([sys.executable, "-m", "tasks.scheduler"])
+        self.scheduler = pipeline.spawn([sys.executable, "-m", "tasks.scheduler"])
 
     @staticmethod
     def kill(process: subprocess.Popen | None) -> None:
@@ -147,16 +132,7 @@ class Processes:
             process.wait()
 
     def stop_all(self) -> None:
-        for process in (self.scheduler, self.worker):
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in (self.scheduler, self.worker):
-            if process is not None:
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    self.kill(process)
-        self.log.close()
+        pipeline.stop(*(p for p in (self.scheduler, self.worker) if p is not None))
 
 
 async def connect(url: str, attempts: int = 100):
@@ -331,7 +307,7 @@ async def run(plan: Plan, data_dir: Path) -> Report:
         os.environ["BENCH_LOG"] = str(log_path)
         async with receiver(delay_ms=RECEIVER_DELAY_MS) as (base, control):
             org_id = await _organisation(base)
-            processes = Processes(env, plan, log_path)
+            processes = Processes(plan)
             processes.start_worker()
             processes.start_scheduler()
             await asyncio.sleep(3)  # boot

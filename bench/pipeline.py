@@ -50,6 +50,11 @@ def stop(*processes: subprocess.Popen) -> None:
             process.wait()
 
 
+def worker_argv(processes: int, threads: int) -> list[str]:
+    """`dramatiq tasks`, as a deployment runs the workers."""
+    return [str(BIN / "dramatiq"), "tasks", "--processes", str(processes), "--threads", str(threads)]
+
+
 @asynccontextmanager
 async def receiver(delay_ms: int = 0):
     port = free_port()
@@ -79,16 +84,7 @@ async def pipeline(worker_processes: int = WORKER_PROCESSES):
         await conn.execute("TRUNCATE events, webhook_deliveries, delivery_attempts, webhook_stats_hourly, jobs")
         await conn.execute("UPDATE webhooks SET enabled = false")
     await get_redis().flushdb()
-    workers = spawn(
-        [
-            str(BIN / "dramatiq"),
-            "tasks",
-            "--processes",
-            str(worker_processes),
-            "--threads",
-            str(WORKER_THREADS),
-        ]
-    )
+    workers = spawn(worker_argv(worker_processes, WORKER_THREADS))
     scheduler = spawn([sys.executable, "-m", "tasks.scheduler"])
     await asyncio.sleep(3)  # boot
     try:

@@ -15,6 +15,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO, Middleware
 
+from app.core import queue
 from app.core.settings import get_settings
 
 
@@ -58,13 +59,6 @@ class DeliveryBackoff(Middleware):
     def before_worker_boot(self, broker, worker):
         worker.worker_timeout = self.POLL_MS
 
-    # Retries that fall due within this many milliseconds of each other travel in one message (sent
-    # at the latest of their times, so none goes early), as fan-out's deliveries do: a burst of
-    # failures otherwise comes back as a burst of single-delivery messages, which measured 1.7 s late
-    # at p99 for 500 retries due at once.
-    GROUP_MS = 100
-    GROUP_SIZE = 20
-
     def after_process_message(self, broker, message, *, result=None, exception=None):
         from app.webhooks.delivery import RetryRequest
 
@@ -77,25 +71,8 @@ class DeliveryBackoff(Middleware):
         thread = get_event_loop_thread()
         assert thread is not None
         scheduled = thread.run_coroutine(self._schedule(requests))
-        groups: list[tuple[int, int, list[str]]] = []  # (first delay, last delay, delivery ids)
-        for delivery_id, delay in sorted(scheduled, key=lambda item: item[1]):
-            if groups and delay - groups[-1][0] <= self.GROUP_MS and len(groups[-1][2]) < self.GROUP_SIZE:
-                first, _, ids = groups[-1]
-                groups[-1] = (first, delay, [*ids, delivery_id])
-            else:
-                groups.append((delay, delay, [delivery_id]))
-        for _, delay, ids in groups:
-            single = len(ids) == 1
-            broker.enqueue(
-                dramatiq.Message(
-                    queue_name="deliveries",
-                    actor_name="deliver_webhook" if single else "deliver_batch",
-                    args=(ids[0],) if single else (ids,),
-                    kwargs={},
-                    options={},
-                ),
-                delay=delay,
-            )
+        # Retries due close together travel together (app.core.queue.send_deliveries).
+        queue.send_deliveries(scheduled)
 
     @staticmethod
     async def _schedule(requests) -> list[tuple[str, int]]:

@@ -28,7 +28,6 @@ log = logging.getLogger("intime.scheduler")
 SWEEP_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
 FAN_OUT_BATCH = 500
-DELIVERY_BATCH = 20  # deliveries per message: claimed, sent concurrently and recorded together
 DELIVERY_QUEUE_KEY = "intime:deliveries"  # Dramatiq's Redis list of waiting deliver_webhook messages
 BUSY_QUEUE = 200
 
@@ -86,11 +85,9 @@ class Scheduler:
         total = 0
         while True:
             taken, created = await fanout.fan_out_backlog(FAN_OUT_BATCH)
-            if created:
-                ids = [str(i) for i in created]
-                batches = [(ids[n : n + DELIVERY_BATCH],) for n in range(0, len(ids), DELIVERY_BATCH)]
-                await queue.asend_many("deliver_batch", batches)
-                total += len(created)
+            # All due now: they go in messages of up to 20 (app.core.queue.send_deliveries).
+            await queue.asend_deliveries((str(i), 0) for i in created)
+            total += len(created)
             if taken < FAN_OUT_BATCH:
                 return total
 
@@ -101,8 +98,7 @@ class Scheduler:
         found = await schedule.sweep(grace=self.sweep_grace, requeue_overdue=backlog < BUSY_QUEUE)
         if found:
             log.info("re-enqueued %d deliveries whose message or worker was lost", len(found))
-            for delivery_id, delay in found:
-                await queue.asend("deliver_webhook", str(delivery_id), delay_ms=delay)
+            await queue.asend_deliveries((str(delivery_id), delay or 0) for delivery_id, delay in found)
         return len(found)
 
     async def run(self) -> None:

@@ -11,6 +11,14 @@ from typing import Any
 from app.core import problems
 
 
+class Invalid(ValueError):
+    """Input that cannot be saved; `errors` maps each form/API field to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
 def as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
     """An id from a URL or a body, or None when it is not a UUID (so the caller answers 404 or 422)."""
     try:

@@ -21,10 +21,11 @@ def _key(session_id: str) -> str:
 async def push(session_id: str | None, message: str, *, ok: bool) -> None:
     if not session_id:
         return
-    redis = get_redis()
     key = _key(session_id)
-    await redis.rpush(key, json.dumps({"message": message, "ok": ok}))
-    await redis.expire(key, TTL_SECONDS)
+    async with get_redis().pipeline(transaction=True) as pipe:
+        pipe.rpush(key, json.dumps({"message": message, "ok": ok}))
+        pipe.expire(key, TTL_SECONDS)
+        await pipe.execute()
 
 
 async def pop(session_id: str | None) -> list[dict]:

@@ -55,3 +55,33 @@ async def asend_many(actor_name: str, arg_list: Iterable[tuple]) -> int:
     if not items:
         return 0
     return await asyncio.to_thread(send_many, actor_name, items)
+
+
+# Deliveries due within this many milliseconds of each other travel in one message (sent at the latest
+# of their times, so none goes early), up to this many: a burst of new deliveries, of retries or of
+# deliveries the sweep found again is claimed, sent concurrently and recorded together. Sent one
+# message each, 500 retries due at once measured 1.7 s late at p99.
+DELIVERY_GROUP_MS = 100
+DELIVERY_BATCH = 20
+
+
+def send_deliveries(due: Iterable[tuple[str, int]]) -> int:
+    """Hand deliveries, as (delivery id, delay ms) pairs, to the workers, grouped by when they are due;
+    returns how many messages that took."""
+    groups: list[list[tuple[str, int]]] = []
+    for item in sorted(due, key=lambda pair: pair[1]):
+        if groups and item[1] - groups[-1][0][1] <= DELIVERY_GROUP_MS and len(groups[-1]) < DELIVERY_BATCH:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    broker = _broker()
+    for group in groups:
+        args = (group[0][0],) if len(group) == 1 else ([delivery_id for delivery_id, _ in group],)
+        actor = "deliver_webhook" if len(group) == 1 else "deliver_batch"
+        broker.enqueue(_message(actor, args), delay=group[-1][1] or None)
+    return len(groups)
+
+
+async def asend_deliveries(due: Iterable[tuple[str, int]]) -> int:
+    items = list(due)
+    return await asyncio.to_thread(send_deliveries, items) if items else 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -18,3 +20,14 @@ async def close_redis() -> None:
     if get_redis.cache_info().currsize:
         await get_redis().aclose()
         get_redis.cache_clear()
+
+
+@lru_cache(maxsize=16)
+def _script(source: str):
+    return get_redis().register_script(source)
+
+
+async def run_script(source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """Run a Lua script by its SHA (EVALSHA; Redis is sent the source only the first time, or again
+    after a restart emptied its script cache), on the process's current client."""
+    return await _script(source)(keys=list(keys), args=list(args), client=get_redis())

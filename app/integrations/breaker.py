@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from app.core.redis import get_redis
+from app.core.redis import get_redis, run_script
 
 BUCKET_SECONDS = 5  # the failure-rate window is counted in buckets of this many seconds
 
@@ -126,20 +126,21 @@ def _keys(provider_id: uuid.UUID) -> list[str]:
 
 async def _run(provider_id: uuid.UUID, outcome: int, policy: BreakerPolicy, now: float | None) -> BreakerState:
     at = time.time() if now is None else now
-    result = await get_redis().eval(  # type: ignore[misc]
+    result = await run_script(
         _SCRIPT,
-        2,
-        *_keys(provider_id),
-        at,
-        outcome,
-        policy.failure_threshold,
-        policy.failure_rate,
-        policy.min_calls,
-        policy.window_seconds,
-        policy.cooldown_seconds,
-        policy.cooldown_max_seconds,
-        policy.probe_successes,
-        BUCKET_SECONDS,
+        _keys(provider_id),
+        [
+            at,
+            outcome,
+            policy.failure_threshold,
+            policy.failure_rate,
+            policy.min_calls,
+            policy.window_seconds,
+            policy.cooldown_seconds,
+            policy.cooldown_max_seconds,
+            policy.probe_successes,
+            BUCKET_SECONDS,
+        ],
     )
     state, consecutive, trips, opened_at, retry_at = result
     state = state.decode() if isinstance(state, bytes) else state

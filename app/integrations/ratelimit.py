@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from app.core.redis import get_redis
+from app.core.redis import get_redis, run_script
 
 # KEYS[1] the bucket; ARGV: now, capacity, refill per second, reserve (0/1).
 # Returns {taken (0/1: a token now, or a slot booked in `wait` seconds), wait seconds, tokens}.
@@ -54,8 +54,8 @@ def _key(provider_id: uuid.UUID) -> str:
 
 async def take(provider_id: uuid.UUID, limit_per_hour: int, *, reserve: bool = False, now: float | None = None) -> Take:
     at = time.time() if now is None else now
-    taken, wait, tokens = await get_redis().eval(  # type: ignore[misc]
-        _SCRIPT, 1, _key(provider_id), at, limit_per_hour, limit_per_hour / 3600, int(reserve)
+    taken, wait, tokens = await run_script(
+        _SCRIPT, [_key(provider_id)], [at, limit_per_hour, limit_per_hour / 3600, int(reserve)]
     )
     return Take(bool(int(taken)), float(wait), float(tokens))
 

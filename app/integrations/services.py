@@ -200,7 +200,8 @@ async def load(conn, integration_id: uuid.UUID, *, lock: bool = False):
         "SELECT * FROM integration_providers WHERE integration_id = $1 ORDER BY priority, created_at", integration_id
     )
     policy = policy_of(integration)
-    views = [ProviderView(dict(row), await breaker.state(row["id"], policy)) for row in rows]
+    states = await asyncio.gather(*(breaker.state(row["id"], policy) for row in rows))
+    views = [ProviderView(dict(row), state) for row, state in zip(rows, states, strict=True)]
     return integration, views
 
 
@@ -726,7 +727,8 @@ async def overview(
             integration, views = await load(conn, one)
             active = active_of(integration, views)
             providers_out = []
-            for view in views:
+            uses = await asyncio.gather(*(_used_this_hour(view) for view in views))
+            for view, used in zip(views, uses, strict=True):
                 row, limit = view.row, view.row["rate_limit_per_hour"]
                 providers_out.append(
                     {
@@ -747,7 +749,7 @@ async def overview(
                         "last_latency_ms": row["last_latency_ms"],
                         "last_error": row["last_error"],
                         "rate_limit_per_hour": limit,
-                        "used_this_hour": await ratelimit.used_this_hour(view.id, limit) if limit else None,
+                        "used_this_hour": used,
                     }
                 )
             out.append(
@@ -764,6 +766,11 @@ async def overview(
                 }
             )
     return out
+
+
+async def _used_this_hour(view: ProviderView) -> int | None:
+    limit = view.row["rate_limit_per_hour"]
+    return await ratelimit.used_this_hour(view.id, limit) if limit else None
 
 
 async def audit_trail(org_id: uuid.UUID, integration_id: uuid.UUID, limit: int = 50) -> list[dict[str, Any]]:

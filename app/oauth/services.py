@@ -38,9 +38,9 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from app.core import db, outbound, problems
+from app.core import db, fields, outbound, problems
 from app.core.crypto import DecryptionError, get_keyring
-from app.core.redis import get_redis
+from app.core.redis import get_redis, run_script
 from app.core.settings import get_settings
 from app.events import services as events
 from app.oauth import providers
@@ -56,12 +56,8 @@ REQUEST_TIMEOUT = 15.0
 NotFound = problems.NotFound
 
 
-class OAuthInvalid(ValueError):
-    """Client settings that cannot be saved; `errors` maps each field to what is wrong with it."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+class OAuthInvalid(fields.Invalid):
+    """Client settings that cannot be saved."""
 
 
 class ConnectFailed(Exception):
@@ -586,13 +582,14 @@ CONNECTION_COLUMNS = (
 )
 
 
-async def connections(org_id: uuid.UUID, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+async def connections(org_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The organisation's connections, newest first; disconnected ones (revoked) are left out."""
     async with db.connection() as conn:
         rows = await conn.fetch(
-            f"SELECT {CONNECTION_COLUMNS} FROM oauth_connections WHERE org_id = $1 "  # noqa: S608
-            f"{'' if include_revoked else 'AND status <> $2 '}ORDER BY created_at DESC",
+            f"SELECT {CONNECTION_COLUMNS} FROM oauth_connections WHERE org_id = $1 AND status <> $2 "  # noqa: S608
+            "ORDER BY created_at DESC",
             org_id,
-            *(() if include_revoked else (ConnectionStatus.revoked.value,)),
+            ConnectionStatus.revoked.value,
         )
     return [dict(row) for row in rows]
 
@@ -657,7 +654,7 @@ async def _locked(connection_id: uuid.UUID, *, wait: float) -> AsyncIterator[boo
         yield taken
     finally:
         if taken:
-            await redis.eval(_RELEASE, 1, key, holder)  # type: ignore[misc]
+            await run_script(_RELEASE, [key], [holder])
 
 
 async def _row_for_refresh(conn, connection_id: uuid.UUID):

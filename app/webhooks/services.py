@@ -27,12 +27,8 @@ RESERVED_HEADERS = {"host", "content-type", "content-length", "user-agent", "con
 RESERVED_PREFIXES = ("x-intime-", "webhook-")
 
 
-class WebhookInvalid(ValueError):
-    """Input that cannot be saved; `errors` maps each form/API field to what is wrong with it."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+class WebhookInvalid(fields.Invalid):
+    """A webhook that cannot be saved."""
 
 
 NotFound = problems.NotFound  # the web layer answers it with a 404
