@@ -54,6 +54,7 @@ from authlib.oidc.core import AuthorizationCodeMixin, OpenIDCode, UserInfo
 from authlib.oidc.discovery import OpenIDProviderMetadata
 from joserfc.jwk import KeySet, RSAKey
 from litestar import Litestar, Request, Response, get, post, route
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import MediaType
 from litestar.logging.config import LoggingConfig
@@ -581,6 +582,7 @@ def create_app(config: SandboxConfig) -> Litestar:
     return Litestar(
         route_handlers=[authorize, token, revoke, userinfo, api_me, jwks, discovery, control, stats],
         dependencies={"sandbox": Provide(lambda: sandbox, use_cache=True, sync_to_thread=False)},
+        state=State({"sandbox": sandbox}),  # the test fixture (tests/oauth_sandbox.py) reads its counters here
         openapi_config=None,
         # Its own tracebacks, but hands off the root logger: the sandbox often runs inside a test process.
         logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="always"),
