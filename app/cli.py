@@ -10,10 +10,6 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-DEMO_ORG = ("demo", "Demo Staffing")
-DEMO_ADMIN = ("admin@demo.test", "demo-admin-pass")
-DEMO_VIEWER = ("viewer@demo.test", "demo-viewer-pass")
-
 
 class CliError(Exception):
     pass
@@ -107,93 +103,16 @@ async def catalog_sync(_: argparse.Namespace) -> str:
     return json.dumps(await sync_catalog())
 
 
-async def seed(_: argparse.Namespace) -> str:
-    """The demo organisation with an admin and a viewer; safe to run again."""
-    from app.accounts import services
-    from app.accounts.tables import Organization, User
-
-    org = await Organization.objects().where(Organization.slug == DEMO_ORG[0]).first()
-    if org is None:
-        org = await services.create_organization(*DEMO_ORG)
-    for (email, password), role in ((DEMO_ADMIN, "admin"), (DEMO_VIEWER, "viewer")):
-        if not await User.exists().where(User.email == email):
-            await services.create_user(org, email, password, role, name=f"Demo {role}")
-    await _seed_sandbox_client(org.id)
-    await _seed_demo_integration(org.id)
-    return ""
-
-
-async def _seed_demo_integration(org_id) -> None:
-    """An email integration on two simulated providers of the dev receiver (app/devreceiver.py), tuned to
-    fail over within seconds: break the primary at http://127.0.0.1:8001/providers and watch."""
-    import os
-
-    from app.core import db
-    from app.integrations import services as integrations
-
-    async with db.connection() as conn:
-        if await conn.fetchval("SELECT 1 FROM integrations WHERE org_id = $1", org_id):
-            return
-    base = f"http://127.0.0.1:{os.environ.get('INTIME_DEV_RECEIVER_PORT', '8001')}/providers"
-    integration = await integrations.create_integration(
-        org_id,
-        "Email delivery",
-        "email",
-        health_interval_seconds=5,
-        breaker_failure_threshold=2,
-        breaker_cooldown_seconds=10,
-        breaker_probe_successes=2,
-        failback_after_seconds=20,
-    )
-    for priority, name in ((1, "primary"), (2, "backup")):
-        await integrations.add_provider(
-            integration,
-            f"{name.capitalize()} mail (simulated)",
-            f"{base}/{name}",
-            f"{base}/{name}/health",
-            priority=priority,
-            kind="simulated",
-            rate_limit_per_hour=3600,
-        )
-
-
-async def _seed_sandbox_client(org_id) -> None:
-    """The Sandbox provider of `./task dev` (app/oauth/sandbox.py), ready to connect."""
-    import os
-
-    from app.core.settings import get_settings
-    from app.oauth import services as oauth
-
-    if get_settings().oauth.sandbox_url is None or "sandbox" in await oauth.clients(org_id):
-        return
-    secret = os.environ.get("INTIME_SANDBOX_CLIENT_SECRET", "sandbox-dev-secret")
-    await oauth.save_client(org_id, "sandbox", {"client_id": "intime-dev", "client_secret": secret})
-
-
-async def seed_deliveries(args: argparse.Namespace) -> str:
+async def stats_rebuild(args: argparse.Namespace) -> str:
     import uuid
 
-    from app.webhooks import seed as seeding
+    from app.webhooks import stats
 
     try:
         webhook_id = uuid.UUID(args.webhook)
     except ValueError:
         _fail(f"--webhook {args.webhook!r} is not a webhook id")
-    if not 1 <= args.count <= 50_000_000:
-        _fail("--count is between 1 and 50,000,000")
-    try:
-        return str(await seeding.seed_deliveries(webhook_id, args.count, days=args.days))
-    except ValueError as error:
-        _fail(str(error))
-    return ""
-
-
-async def stats_rebuild(args: argparse.Namespace) -> str:
-    import uuid
-
-    from app.webhooks import seed as seeding
-
-    return str(await seeding.rebuild_stats(uuid.UUID(args.webhook)))
+    return str(await stats.rebuild(webhook_id))
 
 
 async def keys_rotate(_: argparse.Namespace) -> str:
@@ -204,27 +123,6 @@ async def keys_rotate(_: argparse.Namespace) -> str:
 
     done = await keyrotation.rotate(progress)
     return json.dumps(done)
-
-
-def services_cmd(args: argparse.Namespace) -> str:
-    from app.core import embedded
-    from app.core.settings import ROOT
-
-    data_dir = ROOT / ".data"
-    if args.action == "up":
-        started = embedded.up(data_dir)
-        return json.dumps({"database_url": started.database_url, "redis_url": started.redis_url})
-    if args.action == "down":
-        embedded.down(data_dir)
-        return ""
-    return json.dumps(embedded.status(data_dir))
-
-
-def dev_cmd(args: argparse.Namespace) -> str:
-    from app import devserver
-
-    devserver.main(with_scheduler=not args.no_scheduler)
-    return ""
 
 
 # --- parser -------------------------------------------------------------------------------------------
@@ -275,34 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(
         "rotate", help="re-seal every secret with the newest key of INTIME_ENCRYPTION_KEYS (resumable)"
     ).set_defaults(run=keys_rotate)
-    seed_parser = sub.add_parser("seed", help="create the demo organisation and users (idempotent)")
-    seed_parser.set_defaults(run=seed)
-    seed_sub = seed_parser.add_subparsers(dest="what")
-    p = seed_sub.add_parser(
-        "deliveries", help="synthetic delivery history for a webhook (load tests); prints the count"
-    )
-    p.add_argument("--webhook", required=True)
-    p.add_argument("--count", type=int, required=True)
-    p.add_argument("--days", type=float, default=7.0)
-    p.set_defaults(run=seed_deliveries)
-
     stats_parser = sub.add_parser("stats", help="delivery statistics").add_subparsers(dest="action", required=True)
     p = stats_parser.add_parser("rebuild", help="recompute a webhook's hourly stats from its attempts")
     p.add_argument("--webhook", required=True)
     p.set_defaults(run=stats_rebuild)
 
-    p = sub.add_parser("services", help="the embedded PostgreSQL and Redis under .data/")
-    p.add_argument("action", choices=["up", "down", "status"])
-    p.set_defaults(run=services_cmd, sync=True)
-
-    p = sub.add_parser("dev", help="web + worker + scheduler, supervised (what ./task dev runs)")
-    p.add_argument("--no-scheduler", action="store_true")
-    p.set_defaults(run=dev_cmd, sync=True)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Runs one command of `parser` (the admin CLI's unless given): output on stdout, errors on stderr."""
+    args = (parser or build_parser()).parse_args(argv)
     from app.accounts.services import AccountError
     from app.core.crypto import DecryptionError
     from app.core.settings import SettingsError

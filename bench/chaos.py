@@ -191,7 +191,7 @@ async def counts(url: str, org_id) -> dict[str, int]:
 
 
 async def inject(fault: str, data_dir: Path, processes: Processes, control, plan: Plan, url: str, org_id) -> str:
-    from app.core import embedded
+    from devtools import embedded
 
     if fault == "kill worker":
         deadline, in_flight = time.monotonic() + 5, 0
@@ -287,8 +287,8 @@ async def verify(url: str, org_id, arrivals: list, report: Report) -> None:
 async def run(plan: Plan, data_dir: Path) -> Report:
     import httpx
 
-    from app.core import embedded
     from bench.pipeline import receiver
+    from devtools import embedded
 
     report = Report()
     await asyncio.to_thread(_fresh, data_dir)
@@ -341,7 +341,7 @@ async def run(plan: Plan, data_dir: Path) -> Report:
 
 def _fresh(data_dir: Path) -> None:
     """No servers or data of an earlier run."""
-    from app.core import embedded
+    from devtools import embedded
 
     if data_dir.exists():
         embedded.down(data_dir)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from app.core.embedded import free_port
 from bench.common import ROOT, percentile
+from devtools.embedded import free_port
 
 BIN = Path(sys.executable).parent
 WORKER_PROCESSES = int(os.environ.get("BENCH_WORKER_PROCESSES", "2"))

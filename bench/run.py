@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from app.core.embedded import free_port
 from bench import plot
 from bench.common import ROOT, percentile
+from devtools.embedded import free_port
 
 RESULTS = ROOT / "bench" / "results"
 TARGET_P95_MS = 50.0
@@ -38,7 +38,7 @@ def _with_path(url: str, path: str) -> str:
 def prepare_environment() -> None:
     """Servers up, a fresh `intime_bench` database built by the migrations, before any app import."""
     sys.path.insert(0, str(ROOT))
-    from app.core import embedded
+    from devtools import embedded
 
     need_pg, need_redis = not os.environ.get("DATABASE_URL"), not os.environ.get("REDIS_URL")
     started = embedded.up(ROOT / ".data", postgres=need_pg, redis=need_redis) if need_pg or need_redis else None
@@ -82,7 +82,8 @@ async def pages_scenario(sizes: list[int], requests: int) -> list[dict]:
     from app.accounts import services as accounts
     from app.accounts import tokens
     from app.core import db
-    from app.webhooks import seed, services
+    from app.webhooks import services
+    from devtools import seed
 
     await db.open_pool(max_size=4)
     org = await accounts.create_organization("bench", "Bench")

@@ -1,4 +1,5 @@
-"""The Dramatiq broker: built and set before any actor module is imported (Dramatiq's multi-file layout).
+"""The worker's side of the Dramatiq broker: its middleware, added before any actor module is imported
+(Dramatiq's multi-file layout). The broker itself is built in one place, app.core.queue.
 
 Actors are async; the AsyncIO middleware runs them on one event loop per worker process, and the
 database pool is opened on that loop when the worker boots, so actors share pooled connections.
@@ -15,8 +16,10 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO, Middleware
 
-from app.core import queue
-from app.core.settings import get_settings
+from app.core import db, outbound, queue
+from app.webhooks import stats
+from app.webhooks.delivery import RetryRequest
+from app.webhooks.schedule import schedule_retry
 
 
 class DatabasePool(Middleware):
@@ -27,15 +30,11 @@ class DatabasePool(Middleware):
     by the publisher's transaction with its own, full durability."""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        from app.core import db
-
         thread = get_event_loop_thread()
         assert thread is not None, "the AsyncIO middleware starts the loop before this runs"
         thread.run_coroutine(db.open_pool(asynchronous_commit=True))
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        from app.core import db
-
         thread = get_event_loop_thread()
         if thread is not None:
             thread.run_coroutine(db.close_pool())
@@ -60,8 +59,6 @@ class DeliveryBackoff(Middleware):
         worker.worker_timeout = self.POLL_MS
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        from app.webhooks.delivery import RetryRequest
-
         requests = [result] if isinstance(result, RetryRequest) else result
         if exception is not None or not isinstance(requests, list):
             return
@@ -77,8 +74,6 @@ class DeliveryBackoff(Middleware):
     @staticmethod
     async def _schedule(requests) -> list[tuple[str, int]]:
         """Each failure's next attempt, decided concurrently; (delivery id, delay ms) of those to retry."""
-        from app.webhooks.schedule import schedule_retry
-
         delays = await asyncio.gather(
             *(schedule_retry(r.delivery_id, r.attempt_number, r.attempt_id, r.retry_after_ms) for r in requests)
         )
@@ -97,8 +92,6 @@ class StatsFlusher(Middleware):
         asyncio.run_coroutine_threadsafe(self._loop(), thread.loop)
 
     async def _loop(self) -> None:
-        from app.webhooks import stats
-
         self.stopping = asyncio.Event()
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
@@ -109,8 +102,6 @@ class StatsFlusher(Middleware):
                 logging.getLogger("intime.stats").exception("flushing delivery statistics failed")
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        from app.webhooks import stats
-
         thread = get_event_loop_thread()
         if thread is None:
             return
@@ -124,8 +115,6 @@ class HttpClient(Middleware):
     """One pooled outbound HTTP client per worker process, closed when the worker stops."""
 
     def before_worker_shutdown(self, broker, worker):
-        from app.core import outbound
-
         thread = get_event_loop_thread()
         if thread is not None:
             thread.run_coroutine(outbound.close_shared_client())
@@ -146,8 +135,7 @@ logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ReturnedRetryReques
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def build_broker(url: str | None = None) -> RedisBroker:
-    broker = RedisBroker(url=url or get_settings().redis.url, namespace="intime")
+def add_worker_middleware(broker: RedisBroker) -> RedisBroker:
     broker.add_middleware(AsyncIO())
     # StatsFlusher before DatabasePool: its last flush must run before the pool closes.
     broker.add_middleware(StatsFlusher())
@@ -157,5 +145,4 @@ def build_broker(url: str | None = None) -> RedisBroker:
     return broker
 
 
-broker = build_broker()
-dramatiq.set_broker(broker)
+broker = add_worker_middleware(queue.broker())

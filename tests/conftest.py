@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.core import embedded  # noqa: E402  (embedded imports no settings)
+from devtools import embedded  # noqa: E402  (embedded imports no settings)
 
 pytest_plugins = ["tests.oauth_sandbox"]
 

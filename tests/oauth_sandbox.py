@@ -1,4 +1,4 @@
-"""The Sandbox OAuth provider (`app.oauth.sandbox`) for tests: served by uvicorn in a background thread
+"""The Sandbox OAuth provider (`devtools.sandbox`) for tests: served by uvicorn in a background thread
 on a free 127.0.0.1 port, so the OAuth client under test talks to it over real HTTP.
 
     pytest_plugins = ["tests.oauth_sandbox"]  # makes the sandbox_server fixture available
@@ -28,7 +28,7 @@ import httpx
 import pytest
 import uvicorn
 
-from app.oauth.sandbox import Sandbox, SandboxConfig, create_app
+from devtools.sandbox import Sandbox, SandboxConfig, create_app
 
 START_TIMEOUT_SECONDS = 10.0
 

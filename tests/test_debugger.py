@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from app.core import db
-from app.webhooks import seed, services, stats
+from app.webhooks import services, stats
+from devtools import seed
 from tests.factories import csrf_headers, sign_in
 from tests.pipeline import bearer, settled, wait_until
 from tests.receiver import Answer

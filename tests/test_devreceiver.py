@@ -7,7 +7,7 @@ import socket
 
 import httpx
 
-from app import devreceiver
+from devtools import receiver as devreceiver
 
 
 async def test_demo_receiver_paths():
@@ -33,9 +33,9 @@ async def test_demo_receiver_paths():
 
 
 async def test_the_demo_integration_fails_over_when_its_simulated_primary_is_broken(factory, monkeypatch):
-    from app.cli import _seed_demo_integration
     from app.core import db
     from app.integrations import services
+    from devtools.demo import seed_demo_integration
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -46,8 +46,8 @@ async def test_the_demo_integration_fails_over_when_its_simulated_primary_is_bro
     await asyncio.sleep(0.2)
     try:
         org = await factory.org()
-        await _seed_demo_integration(org.id)
-        await _seed_demo_integration(org.id)  # idempotent
+        await seed_demo_integration(org.id)
+        await seed_demo_integration(org.id)  # idempotent
         [integration] = await services.overview(org.id)
         primary = integration["providers"][0]["id"]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:

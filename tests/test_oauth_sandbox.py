@@ -320,7 +320,7 @@ def test_the_command_line_serves_the_sandbox_on_the_given_port():
     with socket.socket() as probe:  # a port that is free right now
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "app.oauth.sandbox", "--port", str(port), "--redirect-uri", REDIRECT_URI]
+    command = [sys.executable, "-m", "devtools.sandbox", "--port", str(port), "--redirect-uri", REDIRECT_URI]
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20

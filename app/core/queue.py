@@ -1,15 +1,21 @@
 """The port through which services hand work to the workers, by actor name.
 
 Services never import actor modules (that would tie app/ to tasks/ in a circle); they name the actor
-and its queue here. The broker is the one tasks/broker.py builds and sets.
+and its queue here. The broker is built here, once per process, and set as Dramatiq's global broker:
+the web process and the scheduler only send through it; a worker (tasks/broker.py) adds its middleware
+to this same broker before any actor is declared.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterable
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from app.core.settings import get_settings
 
 # actor name -> queue name, as declared on the actors in tasks/.
 ACTORS = {
@@ -23,10 +29,18 @@ ACTORS = {
 }
 
 
-def _broker() -> dramatiq.Broker:
-    import tasks.broker  # noqa: F401  (builds and sets the broker on first use)
+_built: RedisBroker | None = None
+_lock = threading.Lock()
 
-    return dramatiq.get_broker()
+
+def broker() -> RedisBroker:
+    """The process's broker on REDIS_URL, built on first use and set as Dramatiq's global broker."""
+    global _built
+    with _lock:
+        if _built is None:
+            _built = RedisBroker(url=get_settings().redis.url, namespace="intime")
+            dramatiq.set_broker(_built)
+        return _built
 
 
 def _message(actor_name: str, args: tuple) -> dramatiq.Message:
@@ -34,14 +48,14 @@ def _message(actor_name: str, args: tuple) -> dramatiq.Message:
 
 
 def send(actor_name: str, *args: object, delay_ms: int | None = None) -> None:
-    _broker().enqueue(_message(actor_name, args), delay=delay_ms)
+    broker().enqueue(_message(actor_name, args), delay=delay_ms)
 
 
 def send_many(actor_name: str, arg_list: Iterable[tuple]) -> int:
-    broker = _broker()
+    target = broker()
     count = 0
     for args in arg_list:
-        broker.enqueue(_message(actor_name, args))
+        target.enqueue(_message(actor_name, args))
         count += 1
     return count
 
@@ -74,11 +88,11 @@ def send_deliveries(due: Iterable[tuple[str, int]]) -> int:
             groups[-1].append(item)
         else:
             groups.append([item])
-    broker = _broker()
+    target = broker()
     for group in groups:
         args = (group[0][0],) if len(group) == 1 else ([delivery_id for delivery_id, _ in group],)
         actor = "deliver_webhook" if len(group) == 1 else "deliver_batch"
-        broker.enqueue(_message(actor, args), delay=group[-1][1] or None)
+        target.enqueue(_message(actor, args), delay=group[-1][1] or None)
     return len(groups)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.core import embedded
+from devtools import embedded
 from tests.conftest import ROOT, chromium_path
 
 ARTIFACTS = ROOT / "test-artifacts"

@@ -127,7 +127,7 @@ class OAuthPanelPage:
 
 
 class SandboxConsentPage:
-    """The Sandbox provider's own consent page (app/oauth/sandbox.py), not one of ours."""
+    """The Sandbox provider's own consent page (devtools/sandbox.py), not one of ours."""
 
     def __init__(self, page: Page) -> None:
         self.page = page

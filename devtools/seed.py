@@ -1,4 +1,4 @@
-"""Synthetic delivery history for load tests and demos (`intime seed deliveries`), and the stats rebuild.
+"""Synthetic delivery history for load tests and demos (`python -m devtools seed deliveries`).
 
 A million deliveries are written by a few set-based statements (events, deliveries, one attempt each),
 spread over the last `days`, about 95 % successful; the hourly stats are then rebuilt from the attempts.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from app.core import db
-from app.webhooks.stats import BUCKET_COUNT, BUCKETS_MS
+from app.webhooks import stats
 
 SEED_SQL = """
 WITH ev AS (
@@ -42,36 +42,6 @@ SELECT gen_random_uuid(), d.id, 1, 'scheduled', d.created_at, (20 + random() * r
 FROM d
 """
 
-REBUILD_SQL = """
-WITH a AS (
-    SELECT date_trunc('hour', da.started_at) AS hour, da.outcome = 'success' AS ok, da.attempt_number = 1 AS first,
-           CASE WHEN da.response_status IS NULL THEN NULL ELSE width_bucket(da.duration_ms, $2::int[]) + 1 END AS b
-    FROM delivery_attempts da JOIN webhook_deliveries d ON d.id = da.delivery_id
-    WHERE d.webhook_id = $1
-), counts AS (
-    SELECT hour, b, count(*)::int AS c FROM a WHERE b IS NOT NULL GROUP BY hour, b
-), hist AS (
-    SELECT h.hour, array_agg(coalesce(c.c, 0) ORDER BY i) AS buckets
-    FROM (SELECT DISTINCT hour FROM a) AS h CROSS JOIN generate_series(1, $3) AS i
-    LEFT JOIN counts c ON c.hour = h.hour AND c.b = i
-    GROUP BY h.hour
-), totals AS (
-    SELECT hour, count(*) FILTER (WHERE first)::int AS deliveries, count(*)::int AS attempts,
-           count(*) FILTER (WHERE ok)::int AS successes FROM a GROUP BY hour
-)
-INSERT INTO webhook_stats_hourly (webhook_id, hour, deliveries, attempts, successes, failures, latency_buckets)
-SELECT $1, t.hour, t.deliveries, t.attempts, t.successes, t.attempts - t.successes, h.buckets
-FROM totals t JOIN hist h USING (hour)
-"""
-
-
-async def rebuild_stats(webhook_id: uuid.UUID) -> int:
-    """Recompute a webhook's hourly stats from its attempts (after a bulk import, or to repair)."""
-    async with db.connection() as conn, conn.transaction():
-        await conn.execute("DELETE FROM webhook_stats_hourly WHERE webhook_id = $1", webhook_id)
-        await conn.execute(REBUILD_SQL, webhook_id, list(BUCKETS_MS), BUCKET_COUNT)
-        return await conn.fetchval("SELECT count(*) FROM webhook_stats_hourly WHERE webhook_id = $1", webhook_id)
-
 
 async def seed_deliveries(webhook_id: uuid.UUID, count: int, days: float = 7.0, batch: int = 100_000) -> int:
     async with db.connection() as conn:
@@ -87,7 +57,7 @@ async def seed_deliveries(webhook_id: uuid.UUID, count: int, days: float = 7.0, 
                 SEED_SQL, row["org_id"], webhook_id, row["url"], size, days * size / count, days * done / count
             )
         done += size
-    await rebuild_stats(webhook_id)
+    await stats.rebuild(webhook_id)
     async with db.connection() as conn:
         await conn.execute("ANALYZE webhook_deliveries; ANALYZE delivery_attempts; ANALYZE events")
     return done

@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from app.core import embedded
 from app.core.settings import ROOT, get_settings
+from devtools import embedded
+from devtools.demo import DEMO_ADMIN, DEMO_VIEWER
 
 RESTART_PAUSE_SECONDS = 2.0
 
@@ -54,9 +55,8 @@ def main(with_scheduler: bool = True) -> None:
     get_settings.cache_clear()
     settings = get_settings()
     bin_dir = os.path.dirname(sys.executable)
-    intime = [sys.executable, "-m", "app.cli"]
-    _run([*intime, "migrate"])
-    _run([*intime, "seed"])
+    _run([sys.executable, "-m", "app.cli", "migrate"])
+    _run([sys.executable, "-m", "devtools", "seed"])
 
     children = [
         Child(
@@ -77,13 +77,13 @@ def main(with_scheduler: bool = True) -> None:
     if with_scheduler:
         children.append(Child("scheduler", [sys.executable, "-m", "tasks.scheduler"]))
     receiver_port = os.environ.get("INTIME_DEV_RECEIVER_PORT", "8001")
-    children.append(Child("receiver", [sys.executable, "-m", "app.devreceiver"]))
+    children.append(Child("receiver", [sys.executable, "-m", "devtools.receiver"]))
     # The Sandbox OAuth provider at INTIME_SANDBOX_URL, so connecting can be tried offline
-    # (app/oauth/sandbox.py); it reads its client secret from INTIME_SANDBOX_CLIENT_SECRET, as the seed does.
+    # (devtools/sandbox.py); it reads its client secret from INTIME_SANDBOX_CLIENT_SECRET, as the seed does.
     sandbox_url = settings.oauth.sandbox_url or "http://127.0.0.1:8002"
     sandbox_port = str(urlsplit(sandbox_url).port or 8002)
     sandbox_callback = f"{settings.server.base_url}/oauth/sandbox/callback"
-    sandbox = [sys.executable, "-m", "app.oauth.sandbox", "--port", sandbox_port, "--client-id", "intime-dev"]
+    sandbox = [sys.executable, "-m", "devtools.sandbox", "--port", sandbox_port, "--client-id", "intime-dev"]
     sandbox += ["--redirect-uri", sandbox_callback]
     children.append(Child("sandbox", sandbox))
 
@@ -98,8 +98,6 @@ def main(with_scheduler: bool = True) -> None:
 
     for child in children:
         child.start()
-    from app.cli import DEMO_ADMIN, DEMO_VIEWER
-
     _say(f"InTime Integrations is running: {settings.server.base_url}/employee/admin/integrations/")
     _say(f"sign in as {DEMO_ADMIN[0]} / {DEMO_ADMIN[1]} (admin) or {DEMO_VIEWER[0]} / {DEMO_VIEWER[1]} (viewer)")
     _say(f"demo receiver for webhooks: http://127.0.0.1:{receiver_port}/ok (also /status/503, /flaky, /slow/20)")

@@ -4,7 +4,7 @@ Google, Microsoft and Slack.
 Tests of the OAuth client drive it over real HTTP, and `./task dev` runs it on port 8002 as the
 "sandbox" provider, so an admin can try connecting with no internet and no provider account:
 
-    python -m app.oauth.sandbox --port 8002 --client-id intime-dev --client-secret sandbox-dev-secret \\
+    python -m devtools.sandbox --port 8002 --client-id intime-dev --client-secret sandbox-dev-secret \\
         --redirect-uri http://127.0.0.1:8000/oauth/sandbox/callback
 
 It is Authlib's framework-agnostic server (`AuthorizationServer`) behind a small Litestar adapter:
@@ -591,7 +591,7 @@ def create_app(config: SandboxConfig) -> Litestar:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m app.oauth.sandbox",
+        prog="python -m devtools.sandbox",
         description="A local OAuth 2.0 / OpenID Connect provider for development and tests.",
     )
     parser.add_argument("--port", type=int, default=8002, help="port on 127.0.0.1 (default 8002)")
