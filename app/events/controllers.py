@@ -9,6 +9,7 @@ from litestar.params import JSONBody
 from litestar.response import Template
 
 from app.accounts.auth import principal_of
+from app.core.apidoc import errors
 from app.core.problems import Problem
 from app.events import schemas, services
 from app.events.catalog import load_catalog
@@ -29,7 +30,13 @@ def _event_type_out(row: dict) -> schemas.EventTypeOut:
 class EventsApi(Controller):
     tags = ["events"]
 
-    @post("/events", opt={"scopes": ["events:write"]}, status_code=201, summary="Publish an event")
+    @post(
+        "/events",
+        opt={"scopes": ["events:write"]},
+        status_code=201,
+        summary="Publish an event",
+        responses=errors(400, 422),
+    )
     async def publish(self, request: Request, data: JSONBody[schemas.PublishEvent]) -> schemas.PublishedEvent:
         """Publish an event for the token's organisation. It is stored and fanned out to webhooks."""
         principal = principal_of(request)
@@ -45,7 +52,7 @@ class EventsApi(Controller):
             raise Problem(422, str(error), [{"field": error.field, "message": str(error)}]) from None
         return schemas.PublishedEvent(id=event_id)
 
-    @get("/event-types", summary="The event-type catalog")
+    @get("/event-types", summary="The event-type catalog", responses=errors(scoped=False))
     async def event_types(self) -> schemas.EventTypeList:
         """Every event type the platform emits, with its domain and an example payload. Any valid token."""
         rows = await services.list_event_types()
