@@ -1,9 +1,18 @@
 """Test set-up: real PostgreSQL and Redis, shared by the whole run.
 
-Before the app is imported, the embedded servers are started (unless DATABASE_URL / REDIS_URL point
-elsewhere), a fresh `intime_test` database is built by running the migrations (not from the table
-classes, so a missing migration fails tests), and Redis database 15 is used. Each test starts from
-empty tables and an empty Redis database (truncation, not new servers).
+Tests come in three kinds, marked here by where they live and what they use:
+- `unit` (tests/unit/): pure functions (patterns, signing, retry maths, backoff, times, settings,
+  crypto); no servers. `pytest tests/unit` starts none and takes seconds.
+- engine tests (the default): the app, services and the scheduler in-process against real PostgreSQL
+  and Redis.
+- `e2e`: anything that drives the subprocess worker, chaos, or headless Chromium (`browser` too).
+  `./task test -- -m "not e2e"` is the quick loop.
+
+Unless every collected test is a unit test, the embedded servers are started before the app reads
+its settings (unless DATABASE_URL / REDIS_URL point elsewhere), a fresh `intime_test` database is
+built by running the migrations (not from the table classes, so a missing migration fails tests), and
+Redis database 15 is used. Each test starts from empty tables and an empty Redis database
+(truncation, not new servers).
 """
 
 from __future__ import annotations
@@ -90,8 +99,47 @@ async def recreate_database(url: str) -> None:
         await admin.close()
 
 
-_STARTED = _prepare()
-(ROOT / "test-artifacts").mkdir(exist_ok=True)
+UNIT_DIR = ROOT / "tests" / "unit"
+BROWSER_DIR = ROOT / "tests" / "browser"
+# Fixtures that mean a test drives a real subprocess worker or a browser: end-to-end.
+E2E_FIXTURES = {"worker_process", "live_server", "browser", "page"}
+E2E_FILES = {ROOT / "tests" / "test_chaos.py"}
+_STARTED: embedded.Started | None = None
+_PREPARED = False
+
+
+def _is_unit(item: pytest.Item) -> bool:
+    return Path(str(item.fspath)).is_relative_to(UNIT_DIR)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    global _STARTED, _PREPARED
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(BROWSER_DIR):
+            item.add_marker(pytest.mark.browser)
+        if _is_unit(item):
+            item.add_marker(pytest.mark.unit)
+        elif (
+            E2E_FIXTURES & set(getattr(item, "fixturenames", ()))
+            or item.get_closest_marker("browser")
+            or Path(str(item.fspath)) in E2E_FILES
+        ):
+            item.add_marker(pytest.mark.e2e)
+    # Markers are set before -m deselects; what is left decides whether servers are needed.
+    selected = [item for item in items if not _deselected(config, item)]
+    if not _PREPARED and any(not _is_unit(item) for item in selected):
+        _STARTED, _PREPARED = _prepare(), True
+        (ROOT / "test-artifacts").mkdir(exist_ok=True)
+
+
+def _deselected(config: pytest.Config, item: pytest.Item) -> bool:
+    expression = config.getoption("markexpr")
+    if not expression:
+        return False
+    from _pytest.mark.expression import Expression
+
+    names = {mark.name for mark in item.iter_markers()}
+    return not Expression.compile(expression).evaluate(lambda name, **_: name in names)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -116,6 +164,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 async def db_pool() -> AsyncIterator[None]:
+    if not _PREPARED:  # a run of unit tests only: no servers
+        yield
+        return
     from app.core import db
 
     await db.open_pool(max_size=5)
@@ -124,9 +175,11 @@ async def db_pool() -> AsyncIterator[None]:
 
 
 @pytest.fixture(autouse=True)
-async def clean_state() -> AsyncIterator[None]:
+async def clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Every test starts from empty tables (the catalog and migration history kept) and empty Redis."""
     yield
+    if _is_unit(request.node):
+        return
     from app.accounts.tables import Organization
     from app.core.redis import get_redis
 
