@@ -18,7 +18,7 @@ from app.accounts.controllers import LoginController, TokensController
 from app.core import db
 from app.core.problems import EXCEPTION_HANDLERS
 from app.core.redis import close_redis
-from app.core.settings import ROOT, get_settings
+from app.core.settings import PACKAGE_DIR, get_settings
 from app.core.templating import template_config
 from app.events.controllers import CatalogPage, EventsApi
 from app.integrations import api as integrations_api
@@ -75,7 +75,7 @@ def create_app() -> Litestar:
             admin,
             api,
             create_static_files_router(
-                path="/static", directories=[ROOT / "static"], name="static", include_in_schema=False
+                path="/static", directories=[PACKAGE_DIR / "static"], name="static", include_in_schema=False
             ),
         ],
         middleware=[AuthMiddleware()],

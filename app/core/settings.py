@@ -21,6 +21,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
+"""The checkout (development and tests: `.data/` lives here)."""
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+"""The installed `app` package. Its `templates` and `static` (links to the checkout's top-level folders,
+copied into a built wheel) are found from here, so a production install needs no checkout."""
 ENVIRONMENTS = ("development", "test", "production")
 DEV_OUTBOUND_ALLOW = "127.0.0.0/8,::1/128"
 

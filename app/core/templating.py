@@ -10,7 +10,7 @@ from jinja2 import pass_context
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
-from app.core.settings import ROOT
+from app.core.settings import PACKAGE_DIR
 
 # The portal's sections, in the order of the navigation (route name, label). A section whose route
 # does not exist yet is shown, greyed out and unlinked, rather than linked to a 404.
@@ -78,4 +78,4 @@ def _configure(engine: JinjaTemplateEngine) -> None:
     env.lstrip_blocks = True
 
 
-template_config = TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine, engine_callback=_configure)
+template_config = TemplateConfig(directory=PACKAGE_DIR / "templates", engine=JinjaTemplateEngine, engine_callback=_configure)
