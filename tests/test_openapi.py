@@ -39,7 +39,7 @@ def test_every_api_route_documents_its_request_and_response_bodies(schema):
         if method in BODY_METHODS and (method, path) not in NO_BODY:
             content = operation.get("requestBody", {}).get("content", {})
             body = content.get("application/json", {}).get("schema")
-            if not body or not _resolve(schema, body).get("properties") and "oneOf" not in _resolve(schema, body):
+            if not body or (not _resolve(schema, body).get("properties") and "oneOf" not in _resolve(schema, body)):
                 missing.append(f"{method.upper()} {path}: request body")
         successes = {code: r for code, r in operation["responses"].items() if code.startswith("2")}
         assert successes, f"{method.upper()} {path} documents no success"

@@ -78,4 +78,6 @@ def _configure(engine: JinjaTemplateEngine) -> None:
     env.lstrip_blocks = True
 
 
-template_config = TemplateConfig(directory=PACKAGE_DIR / "templates", engine=JinjaTemplateEngine, engine_callback=_configure)
+template_config = TemplateConfig(
+    directory=PACKAGE_DIR / "templates", engine=JinjaTemplateEngine, engine_callback=_configure
+)
