@@ -39,3 +39,29 @@ async def settled(event_id: str, webhook_id: str, status: str) -> dict:
 
     reached.__name__ = f"delivery is {status}"
     return await wait_until(reached)
+
+
+async def drained(queue_name: str = "deliveries", *, delayed: bool = False, timeout: float = 20.0) -> None:
+    """Join the pipeline instead of sleeping: every event fanned out, no delivery due and unsent, and no
+    message of `queue_name` ready or being processed (with `delayed`, none waiting for its time either).
+    A message is acknowledged only after its actor and middleware ran (a retry it schedules is enqueued
+    first), so once this returns, whatever the work was going to do has been done."""
+    from app.core.redis import get_redis
+
+    keys = [f"intime:{queue_name}.msgs", *([f"intime:{queue_name}.DQ.msgs"] if delayed else [])]
+
+    async def quiet() -> bool:
+        async with db.connection() as conn:
+            busy = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE fanned_out_at IS NULL) OR EXISTS (SELECT 1 "
+                "FROM webhook_deliveries WHERE status IN ('pending', 'processing') AND next_attempt_at <= now())"
+            )
+        if busy:
+            return False
+        for key in keys:
+            if await get_redis().hlen(key):  # type: ignore[misc]
+                return False
+        return True
+
+    quiet.__name__ = f"the {queue_name} queue is drained"
+    await wait_until(quiet, timeout)

@@ -16,7 +16,7 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from app.core import db
 from app.webhooks.tables import Webhook, WebhookDelivery
-from tests.pipeline import FAST, delivery_of, settled, wait_until
+from tests.pipeline import FAST, delivery_of, drained, settled, wait_until
 from tests.receiver import Answer
 
 pytestmark = pytest.mark.usefixtures("worker_process", "scheduler")
@@ -129,7 +129,7 @@ async def test_tenth_failed_delivery_in_a_row_disables_the_webhook_and_not_the_n
         assert await conn.fetchval("SELECT count(*) FROM events WHERE event_type = 'webhook.disabled'") == 1
     # Later events reach it no more
     await api.publish()
-    await asyncio.sleep(0.5)
+    await drained()
     assert len(receiver.log) == 2
 
 

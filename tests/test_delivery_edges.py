@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +10,7 @@ import pytest
 from app.core import db
 from app.webhooks import delivery, schedule
 from app.webhooks.delivery import Sent, parse_retry_after
-from tests.pipeline import FAST, settled, wait_until
+from tests.pipeline import FAST, drained, settled, wait_until
 from tests.receiver import Answer
 
 pytestmark = pytest.mark.usefixtures("worker_process", "scheduler")
@@ -25,7 +24,7 @@ async def test_a_stray_message_never_sends_before_the_scheduled_retry(api, recei
     row = await settled(event_id, hook["id"], "failed")
     # A duplicate or leftover message for the same delivery arrives now, a minute early
     assert await delivery.deliver(str(row["id"])) is None
-    await asyncio.sleep(0.3)
+    await drained()
     assert len(receiver.log) == 1
     assert (await settled(event_id, hook["id"], "failed"))["attempt_count"] == 1
 
@@ -41,7 +40,7 @@ async def test_replay_during_a_scheduled_retry_does_not_fork_the_schedule(api, r
     # The replay starts a fresh budget of one retry: replay + its retry, and the old scheduled retry
     # (due 1.5 s after the first attempt) must not add a third send beyond those.
     final = await settled(event_id, hook["id"], "dlq")
-    await asyncio.sleep(2)
+    await drained(delayed=True)  # the old scheduled retry has run, and found nothing to do
     assert final["attempt_count"] == 3 and len(receiver.log) == 3
 
 
@@ -71,7 +70,7 @@ async def test_an_answer_with_a_nul_byte_is_recorded_not_retried_for_ever(api, r
     row = await settled(event_id, hook["id"], "success")
     details = (await api.get(f"/deliveries/{row['id']}")).json()
     assert details["attempts"][0]["response_body"] == "ok\ufffddone"
-    await asyncio.sleep(0.5)
+    await drained()
     assert len(receiver.log) == 1
 
 

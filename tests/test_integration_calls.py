@@ -4,7 +4,6 @@ Idempotency-Key. Real PostgreSQL and Redis, local provider servers on 127.0.0.1,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -16,7 +15,7 @@ from app.core import db
 from app.core.redis import get_redis
 from app.integrations import ratelimit, services
 from app.integrations.calls import enqueue_call
-from tests.pipeline import wait_until
+from tests.pipeline import drained, wait_until
 from tests.receiver import Answer
 
 
@@ -142,8 +141,9 @@ async def test_a_call_the_provider_refuses_is_not_retried(factory, receiver, wor
     await enqueue_call(integration, "send", {"to": "not a number"}, call_id="bad-1")
     await receiver.wait_for(1, timeout=20)
     await wait_until(all_done, timeout=10)
-    # Nothing else arrives: the worker gave it up at once (Dramatiq's dead-letter set keeps it).
-    await asyncio.sleep(6)
+    # Nothing else arrives: the worker gave it up at once (Dramatiq's dead-letter set keeps it); a retry
+    # would be a delayed message, which the join waits for.
+    await drained("integrations", delayed=True)
     assert len(receiver.log) == 1
     assert await get_redis().zcard("intime:integrations.XQ") == 1  # type: ignore[misc]
 
