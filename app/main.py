@@ -23,7 +23,8 @@ from app.core.templating import template_config
 from app.events.controllers import CatalogPage, EventsApi
 from app.integrations import api as integrations_api
 from app.integrations import pages as integrations_pages
-from app.oauth import web as oauth_web
+from app.oauth import api as oauth_api
+from app.oauth import pages as oauth_pages
 from app.portal.controllers import PortalController, healthz, root
 from app.webhooks import api as webhooks_api
 from app.webhooks import pages as webhooks_pages
@@ -55,7 +56,7 @@ def create_app() -> Litestar:
             TokensController,
             CatalogPage,
             *webhooks_pages.ROUTES,
-            *oauth_web.PAGES,
+            *oauth_pages.ROUTES,
             *integrations_pages.ROUTES,
         ],
         include_in_schema=False,
@@ -63,7 +64,7 @@ def create_app() -> Litestar:
     api = Router(
         path=API_PREFIX,
         guards=[api_token],
-        route_handlers=[EventsApi, *webhooks_api.ROUTES, *oauth_web.API, *integrations_api.ROUTES],
+        route_handlers=[EventsApi, *webhooks_api.ROUTES, *oauth_api.ROUTES, *integrations_api.ROUTES],
         security=[{"BearerToken": []}],
     )
     return Litestar(
@@ -71,7 +72,7 @@ def create_app() -> Litestar:
             root,
             healthz,
             LoginController,
-            oauth_web.callback,
+            oauth_pages.callback,
             admin,
             api,
             create_static_files_router(

@@ -60,7 +60,7 @@ async def seed_demo_integration(org_id) -> None:
 async def seed_sandbox_client(org_id) -> None:
     """The Sandbox provider of `./task dev` (devtools/sandbox.py), ready to connect."""
     from app.core.settings import get_settings
-    from app.oauth import services as oauth
+    from app.oauth import clients as oauth
 
     if get_settings().oauth.sandbox_url is None or "sandbox" in await oauth.clients(org_id):
         return

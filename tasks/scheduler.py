@@ -21,7 +21,7 @@ from app.core import heartbeat, queue
 from app.core.redis import get_redis
 from app.core.settings import get_settings
 from app.integrations import services as integrations
-from app.oauth import services as oauth
+from app.oauth import refresh as oauth_refresh
 from app.webhooks import fanout, schedule, stats
 
 log = logging.getLogger("intime.scheduler")
@@ -77,7 +77,7 @@ class Scheduler:
 
     async def refresh_oauth(self) -> int:
         """OAuth connections whose refresh time has come go to the workers."""
-        due = await oauth.due_for_refresh()
+        due = await oauth_refresh.due_for_refresh()
         return await queue.asend_many("refresh_oauth_token", [(str(connection_id),) for connection_id in due])
 
     async def fan_out(self) -> int:

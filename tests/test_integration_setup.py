@@ -13,7 +13,8 @@ import pytest
 
 from app.core import db
 from app.integrations import services, setup
-from app.oauth import services as oauth
+from app.oauth.disconnect import disconnect
+from app.oauth.refresh import get_access_token
 from tests.factories import sign_in
 from tests.receiver import Answer
 from tests.test_oauth import admin_with_sandbox, connect
@@ -254,14 +255,14 @@ async def test_a_provider_on_an_oauth_connection_calls_with_its_access_token(cli
     common = {"endpoint_url": receiver.url, "health_url": receiver.url}
     await setup.create_provider(admin.org.id, integration, {"name": "Backup calendar"} | common)
     await services.call_integration(integration, "events", {"title": "Interview"})
-    token = await oauth.get_access_token(connection_id)
+    token = await get_access_token(connection_id)
     assert receiver.log[-1].headers["authorization"] == f"Bearer {token}"
     assert (await setup.provider(admin.org.id, integration, linked))["oauth_connection_id"] == str(connection_id)
 
     # Disconnected: the provider cannot be called, its health check says why, and both count against
     # it, so (two failures opening this integration's circuits) traffic moves to the backup.
     await services.update_failover(admin.org.id, integration, {"breaker_failure_threshold": 2})
-    await oauth.disconnect(admin.org.id, connection_id, "ada@example.test")
+    await disconnect(admin.org.id, connection_id, "ada@example.test")
     assert await services.check_provider(linked) is False
     shown = await setup.provider(admin.org.id, integration, linked)
     assert "reconnect it" in shown["last_error"]
@@ -465,12 +466,12 @@ async def test_a_401_on_an_oauth_provider_gets_a_new_token_once_a_minute(client,
         await conn.execute(
             "UPDATE oauth_connections SET last_refreshed_at = now() - interval '1 hour' WHERE id = $1", connection_id
         )
-    old = await oauth.get_access_token(connection_id)
+    old = await get_access_token(connection_id)
     receiver.default = Answer(status=401)
     with pytest.raises(services.CallFailed):
         await services.call_integration(integration, "events", {})
     # A new token for the next attempt, and the provider is not blamed yet
-    assert await oauth.get_access_token(connection_id) != old
+    assert await get_access_token(connection_id) != old
     assert (await setup.provider(admin.org.id, integration, linked))["last_error"] is None
     # Refused again with a token got a moment ago: the token is not the problem
     with pytest.raises(services.CallFailed):

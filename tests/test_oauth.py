@@ -15,7 +15,8 @@ import pytest
 
 from app.core import crypto, db
 from app.core.redis import get_redis
-from app.oauth import services
+from app.oauth import clients, disconnect, refresh, vault
+from app.oauth.errors import TokenUnavailable
 from tests.conftest import SANDBOX_SECRET
 from tests.factories import sign_in
 from tests.pipeline import wait_until
@@ -31,7 +32,7 @@ def form(client, **fields) -> dict:
 async def admin_with_sandbox(client, factory):
     admin = await factory.user()
     await sign_in(client, admin)
-    await services.save_client(admin.org.id, "sandbox", {"client_id": "intime-test", "client_secret": SANDBOX_SECRET})
+    await clients.save_client(admin.org.id, "sandbox", {"client_id": "intime-test", "client_secret": SANDBOX_SECRET})
     return admin
 
 
@@ -85,7 +86,7 @@ async def test_an_admin_connects_the_sandbox_and_the_panel_shows_the_account(cli
     assert saved["expires_at"] > datetime.now(UTC) + timedelta(seconds=100)
     assert saved["next_refresh_at"] is not None
     # The token works at the provider, and nothing in the pages or the API shows it.
-    token = await services.get_access_token(connection_id)
+    token = await refresh.get_access_token(connection_id)
     async with httpx.AsyncClient() as http:
         me = await http.get(f"{sandbox.url}/api/me", headers={"authorization": f"Bearer {token}"})
     assert me.status_code == 200
@@ -107,7 +108,7 @@ async def test_tokens_are_unreadable_in_the_database_without_the_key(client, fac
     await admin_with_sandbox(client, factory)
     connection_id = await connect(client)
     saved = await row(connection_id)
-    token = await services.get_access_token(connection_id)
+    token = await refresh.get_access_token(connection_id)
     for column in ("access_token", "refresh_token"):
         assert saved[column].startswith("v1.") and token not in saved[column]
     other = crypto.KeyRing((b"\x01" * 32,))
@@ -228,14 +229,14 @@ async def test_two_refreshers_at_once_make_one_refresh(client, factory, sandbox)
     await sandbox.control(token_mode="slow")  # the first refresh takes 3 s: the second arrives meanwhile
     before = (await sandbox.stats())["refresh_requests"]
     outcomes = await asyncio.gather(
-        services.refresh(connection_id, force=True), services.refresh(connection_id, force=True)
+        refresh.refresh(connection_id, force=True), refresh.refresh(connection_id, force=True)
     )
     assert sorted(outcomes) == ["busy", "refreshed"]
     assert (await sandbox.stats())["refresh_requests"] == before + 1
     # And a reader during a refresh waits for it rather than refreshing again.
     async with db.connection() as conn:
         await conn.execute("UPDATE oauth_connections SET expires_at = now() WHERE id = $1", connection_id)
-    tokens = await asyncio.gather(*(services.get_access_token(connection_id) for _ in range(3)))
+    tokens = await asyncio.gather(*(refresh.get_access_token(connection_id) for _ in range(3)))
     assert len(set(tokens)) == 1
     assert (await sandbox.stats())["refresh_requests"] == before + 2
 
@@ -244,12 +245,12 @@ async def test_invalid_grant_needs_reauth_and_is_announced(client, factory, sand
     await admin_with_sandbox(client, factory)
     connection_id = await connect(client)
     await sandbox.control(token_mode="invalid_grant")
-    assert await services.refresh(connection_id, force=True) == "needs_reauth"
+    assert await refresh.refresh(connection_id, force=True) == "needs_reauth"
     assert (await row(connection_id))["status"] == "needs_reauth"
-    with pytest.raises(services.TokenUnavailable):
+    with pytest.raises(TokenUnavailable):
         async with db.connection() as conn:
             await conn.execute("UPDATE oauth_connections SET expires_at = now() WHERE id = $1", connection_id)
-        await services.get_access_token(connection_id)
+        await refresh.get_access_token(connection_id)
     page = (await client.get(PANEL)).text
     assert 'data-testid="reconnect"' in page and "needs reauth" in page
     async with db.connection() as conn:
@@ -267,7 +268,7 @@ async def test_a_provider_error_is_shown_and_retried_later(client, factory, sand
     await admin_with_sandbox(client, factory)
     connection_id = await connect(client)
     await sandbox.control(token_mode="error_500")
-    assert await services.refresh(connection_id, force=True) == "failed"
+    assert await refresh.refresh(connection_id, force=True) == "failed"
     failed = await row(connection_id)
     assert failed["status"] == "active" and failed["refresh_failures"] == 1
     assert "HTTP 500" in failed["last_error"]
@@ -278,7 +279,7 @@ async def test_a_provider_error_is_shown_and_retried_later(client, factory, sand
 async def test_disconnect_revokes_at_the_provider_and_deletes_the_tokens(client, factory, sandbox):
     await admin_with_sandbox(client, factory)
     connection_id = await connect(client)
-    token = await services.get_access_token(connection_id)
+    token = await refresh.get_access_token(connection_id)
     before = (await sandbox.stats())["revocations"]
     response = await client.post(f"{PANEL}/connections/{connection_id}/disconnect", data=form(client))
     assert response.headers["location"] == PANEL
@@ -295,8 +296,8 @@ async def test_disconnect_revokes_at_the_provider_and_deletes_the_tokens(client,
             "SELECT count(*) FROM events WHERE event_type = 'oauth.connection.disconnected'"
         )
     assert kinds == ["connected", "disconnected"] and announced == 1
-    with pytest.raises(services.TokenUnavailable):
-        await services.get_access_token(connection_id)
+    with pytest.raises(TokenUnavailable):
+        await refresh.get_access_token(connection_id)
 
 
 async def test_the_api_lists_starts_and_disconnects_without_ever_showing_a_token(client, factory, sandbox):
@@ -349,7 +350,7 @@ async def test_a_short_lived_token_stays_valid_through_many_lifetimes(
     async with httpx.AsyncClient() as http:
         deadline = asyncio.get_running_loop().time() + 30
         while asyncio.get_running_loop().time() < deadline:
-            token = await services.get_access_token(connection_id)
+            token = await refresh.get_access_token(connection_id)
             me = await http.get(f"{sandbox.url}/api/me", headers={"authorization": f"Bearer {token}"})
             refused += me.status_code != 200
             await asyncio.sleep(0.25)
@@ -378,17 +379,17 @@ async def test_key_rotation_reseals_every_secret_with_the_new_key(client, factor
     webhook, secret = await webhooks.create_webhook(
         admin.org.id, {"name": "w", "url": "http://127.0.0.1:9/h", "event_patterns": ["*"], "headers": {"X-Key": "k"}}
     )
-    token = await services.get_access_token(connection_id)
+    token = await refresh.get_access_token(connection_id)
     new_ring = crypto.KeyRing((b"\x07" * 32, *get_settings().security.encryption_keys))
     monkeypatch.setattr(crypto, "get_keyring", lambda: new_ring)
-    for module in (keyrotation, services, webhooks, integrations):
+    for module in (keyrotation, vault, webhooks, integrations):
         monkeypatch.setattr(module, "get_keyring", lambda: new_ring)
     done = await keyrotation.rotate()
     assert done["oauth_connections.access_token"] == 1 and done["webhooks.secret"] == 1
     assert done["webhooks.headers"] == 1 and done["oauth_clients.client_secret"] == 1
     saved = await row(connection_id)
     assert saved["access_token"].split(".")[1] == new_ring.primary_id
-    assert await services.get_access_token(connection_id) == token
+    assert await refresh.get_access_token(connection_id) == token
     async with db.connection() as conn:
         stored = await conn.fetchval("SELECT secret FROM webhooks WHERE id = $1", webhook.id)
     assert new_ring.open(stored, f"webhook:{webhook.id}") == secret
@@ -416,7 +417,7 @@ async def test_a_provider_of_your_own_is_set_up_from_its_discovery_document(clie
         data=form(client, client_id="intime-test", client_secret=SANDBOX_SECRET, discovery_url=sandbox.metadata_url),
     )
     assert saved.headers["location"] == PANEL
-    endpoints = (await services.clients(admin.org.id))["generic"]["endpoints"]
+    endpoints = (await clients.clients(admin.org.id))["generic"]["endpoints"]
     assert endpoints["token_url"] == f"{sandbox.url}/token" and endpoints["jwks_url"] == f"{sandbox.url}/jwks"
     response = await client.post(f"{PANEL}/generic/connect", data=form(client))
     location = response.headers["location"]
@@ -439,14 +440,14 @@ async def test_a_disconnect_during_a_refresh_waits_and_the_tokens_stay_deleted(c
 
     async def disconnect_meanwhile():
         await asyncio.sleep(0.5)
-        return await services.disconnect(admin.org.id, connection_id, "test")
+        return await disconnect.disconnect(admin.org.id, connection_id, "test")
 
-    refreshed, disconnected = await asyncio.gather(services.refresh(connection_id, force=True), disconnect_meanwhile())
+    refreshed, disconnected = await asyncio.gather(refresh.refresh(connection_id, force=True), disconnect_meanwhile())
     assert refreshed == "refreshed" and "revoked at the provider" in disconnected
     gone = await row(connection_id)
     assert gone["status"] == "revoked" and gone["access_token"] is None and gone["refresh_token"] is None
     # Again: nothing changes and nothing more is announced.
-    assert await services.disconnect(admin.org.id, connection_id, "test") == "already disconnected"
+    assert await disconnect.disconnect(admin.org.id, connection_id, "test") == "already disconnected"
     async with db.connection() as conn:
         announced = await conn.fetchval(
             "SELECT count(*) FROM events WHERE event_type = 'oauth.connection.disconnected'"

@@ -12,6 +12,7 @@ NO_BODY = {
     ("post", "/api/v1/webhooks/{webhook_id}/rotate-secret"),
     ("post", "/api/v1/deliveries/{delivery_id}/replay"),
     ("post", "/api/v1/dlq/{delivery_id}/retry"),
+    ("post", "/api/v1/oauth/{provider_key}/connect"),
 }
 
 

@@ -15,8 +15,8 @@ from litestar.response import Redirect, Template
 from app.accounts.auth import admin_only, principal_of, session_id_of
 from app.core import fields, flash, problems
 from app.integrations import services, setup
-from app.oauth import services as oauth
-from app.oauth.web import connection_out
+from app.oauth import queries as oauth
+from app.oauth.schemas import connection_out
 
 
 class IntegrationPages(Controller):

@@ -31,7 +31,8 @@ from app.core.crypto import DecryptionError, get_keyring
 from app.events import services as events
 from app.integrations import breaker, ratelimit
 from app.integrations.breaker import BreakerPolicy
-from app.oauth import services as oauth
+from app.oauth import refresh as oauth
+from app.oauth.errors import TokenUnavailable
 
 log = logging.getLogger("intime.integrations")
 CHECK_TIMEOUT_SECONDS = 10.0
@@ -619,7 +620,7 @@ async def _bearer_token(provider: ProviderView, org_id: uuid.UUID) -> str | None
     if provider.row["oauth_connection_id"] is not None:
         try:
             return await oauth.get_access_token(provider.row["oauth_connection_id"], org_id)
-        except (oauth.TokenUnavailable, NotFound) as error:
+        except (TokenUnavailable, NotFound) as error:
             raise CallFailed(f"{provider.row['name']}: no OAuth token ({error})") from None
     if provider.row["credentials"]:
         try:

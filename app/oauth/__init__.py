@@ -1,4 +1,4 @@
-"""OAuth connections to third-party providers, and the local sandbox provider for development and tests."""
+"""OAuth connections to third-party providers (the development Sandbox provider lives in devtools.sandbox)."""
 
 import warnings
 

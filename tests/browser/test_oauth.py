@@ -12,7 +12,7 @@ import re
 
 from playwright.async_api import expect
 
-from app.oauth import services
+from app.oauth import clients
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.pages import LoginPage, OAuthPanelPage, OverviewPage, SandboxConsentPage
 from tests.conftest import SANDBOX_SECRET
@@ -22,7 +22,7 @@ from tests.factories import PASSWORD
 async def test_admin_connects_the_sandbox_grants_access_and_disconnects(page, factory, sandbox, live_server):
     # Given an admin whose organisation has its Sandbox client set up
     admin = await factory.user(role="admin")
-    await services.save_client(admin.org.id, "sandbox", {"client_id": "intime-test", "client_secret": SANDBOX_SECRET})
+    await clients.save_client(admin.org.id, "sandbox", {"client_id": "intime-test", "client_secret": SANDBOX_SECRET})
     await (await LoginPage(page).open()).sign_in(admin.user.email, PASSWORD)
     await OverviewPage(page).navigation.get_by_role("link", name="OAuth").click()
     panel = OAuthPanelPage(page)
