@@ -16,13 +16,16 @@ used one answers `invalid_grant`, as Microsoft and Slack do), RFC 7009 revocatio
 
 Tests steer it through `POST /_control` (refreshes that fail or are slow, shorter token lifetimes,
 rotation off) and read counters from `GET /_stats`. Keep it on loopback: the consent page signs
-nobody in and has no CSRF protection, because the only "user" is the developer at the keyboard.
+nobody in, because the only "user" is the developer at the keyboard. It does check a CSRF token
+(Litestar's double-submit cookie), so another site open in the same browser cannot press Allow for
+them: a forged consent would hand an attacker's client a code for the developer's sandbox account.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import hmac
 import html
 import os
@@ -54,11 +57,13 @@ from authlib.oidc.core import AuthorizationCodeMixin, OpenIDCode, UserInfo
 from authlib.oidc.discovery import OpenIDProviderMetadata
 from joserfc.jwk import KeySet, RSAKey
 from litestar import Litestar, Request, Response, get, post, route
+from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import MediaType
 from litestar.logging.config import LoggingConfig
 from litestar.params import JSONBody
+from litestar.template.base import csrf_token
 
 SCOPES = ["openid", "email", "profile", "offline_access", "read", "write"]
 TOKEN_MODES = ("ok", "invalid_grant", "error_500", "slow")
@@ -67,6 +72,10 @@ CODE_TTL_SECONDS = 600  # RFC 6749 §4.1.2: codes should live no longer than 10 
 AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 LOOPBACK = ("127.0.0.1", "localhost")
 USER = UserInfo(sub="sandbox-user-1", email="ada@sandbox.test", name="Ada Sandbox")
+CSRF_FIELD = "_csrf_token"  # the form field Litestar's CSRF middleware reads
+# Called by the client's back end, which authenticates itself (client secret, bearer token) and sends
+# no cookie: only the consent form at /authorize is a browser's, so only it needs the CSRF check.
+MACHINE_ROUTES = r"^/(token|revoke|userinfo|api/me|jwks|\.well-known/openid-configuration|_control|_stats)$"
 
 
 @dataclass
@@ -478,7 +487,7 @@ async def authorize(request: Request, sandbox: NamedDependency[Sandbox]) -> Resp
             return sandbox.server.handle_error_response(oauth_request, error)
         return _page("Sandbox: cannot authorize", f"<h1>{_e(error.error)}</h1><p>{_e(error.description)}</p>", 400)
     if request.method == "GET":
-        return _consent_page(grant.client, oauth_request)
+        return _consent_page(request, grant.client, oauth_request)
     allowed = oauth_request.form.get("decision") == "allow"
     return sandbox.server.create_authorization_response(
         oauth_request, grant_user=USER if allowed else None, grant=grant
@@ -559,13 +568,15 @@ def _page(title: str, body: str, status_code: int = 200) -> Response:
     return Response(page, status_code=status_code, media_type=MediaType.HTML)
 
 
-def _consent_page(client: Client, oauth_request: SandboxRequest) -> Response:
+def _consent_page(request: Request, client: Client, oauth_request: SandboxRequest) -> Response:
     scopes = "".join(f"<li>{_e(scope)}</li>" for scope in scope_to_list(oauth_request.scope) or [])
     hidden = "".join(
         f'<input type="hidden" name="{_e(name)}" value="{_e(value)}">'
         for name, values in oauth_request.payload.datalist.items()
+        if name != CSRF_FIELD  # a token smuggled into the query must not stand in for this page's
         for value in values
     )
+    hidden += f'<input type="hidden" name="{CSRF_FIELD}" value="{_e(csrf_token({"request": request}))}">'
     body = (
         f'<h1 data-testid="consent-title">{_e(client.name)} wants to use your Sandbox account</h1>'
         f"<p>Signed in as {_e(USER['name'])} ({_e(USER['email'])}). It asks for:</p>"
@@ -577,6 +588,12 @@ def _consent_page(client: Client, oauth_request: SandboxRequest) -> Response:
     return _page(f"Sandbox: authorize {client.name}", body)
 
 
+def _csrf_secret(config: SandboxConfig) -> str:
+    """The same for every run of the same sandbox: the browser keeps its CSRF cookie across a restart
+    of `./task dev`, and a cookie signed with a forgotten random secret would refuse every consent."""
+    return hashlib.sha256(f"sandbox-csrf:{config.issuer}:{config.client_secret}".encode()).hexdigest()
+
+
 def create_app(config: SandboxConfig) -> Litestar:
     sandbox = Sandbox(config)
     return Litestar(
@@ -584,6 +601,7 @@ def create_app(config: SandboxConfig) -> Litestar:
         dependencies={"sandbox": Provide(lambda: sandbox, use_cache=True, sync_to_thread=False)},
         state=State({"sandbox": sandbox}),  # the test fixture (tests/oauth_sandbox.py) reads its counters here
         openapi_config=None,
+        csrf_config=CSRFConfig(secret=_csrf_secret(config), cookie_name="sandbox_csrf", exclude=MACHINE_ROUTES),
         # Its own tracebacks, but hands off the root logger: the sandbox often runs inside a test process.
         logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="always"),
     )

@@ -180,6 +180,32 @@ async def test_deny_redirects_with_access_denied_and_the_state(sandbox_server):
     assert (await sandbox_server.stats())["authorization_codes_issued"] == 0
 
 
+async def test_a_consent_post_without_the_pages_csrf_token_is_refused(sandbox_server):
+    # Given the consent page, opened in the developer's browser (which now holds the CSRF cookie)
+    async with oauth_client(sandbox_server) as client:
+        url, _ = client.create_authorization_url(f"{sandbox_server.url}/authorize", code_verifier=generate_token(48))
+    async with httpx.AsyncClient() as browser, httpx.AsyncClient() as another_site:
+        page = await browser.get(url)
+        fields = {html.unescape(name): html.unescape(value) for name, value in HIDDEN_INPUT.findall(page.text)}
+        assert fields["_csrf_token"]
+        allow = fields | {"decision": "allow"}
+        # When a form posts Allow without the page's token, or with a token but not the cookie
+        # (another site can build the form, it cannot read the page or set the sandbox's cookie)
+        without_token = await browser.post(
+            f"{sandbox_server.url}/authorize", data={k: v for k, v in allow.items() if k != "_csrf_token"}
+        )
+        wrong_token = await browser.post(f"{sandbox_server.url}/authorize", data=allow | {"_csrf_token": "x" * 128})
+        without_cookie = await another_site.post(f"{sandbox_server.url}/authorize", data=allow)
+        # Then each is refused, nothing is redirected and no code is issued
+        for answer in (without_token, wrong_token, without_cookie):
+            assert answer.status_code == 403, answer.text
+            assert "location" not in answer.headers
+        assert (await sandbox_server.stats())["authorization_codes_issued"] == 0
+        # And the page's own form still works
+        granted = await browser.post(f"{sandbox_server.url}/authorize", data=allow)
+    assert granted.status_code == 302 and "code=" in granted.headers["location"]
+
+
 async def test_an_unknown_client_or_unregistered_redirect_uri_gets_an_error_page_never_a_redirect():
     from tests.oauth_sandbox import run_sandbox
 
