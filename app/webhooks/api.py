@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
@@ -26,7 +26,12 @@ DLQ_WRITE = {"scopes": ["dlq:write"]}
 # The body is decoded loosely (see app.webhooks.schemas); the document still says what is required.
 WEBHOOK_BODY = Body(schema_extra={"required": schemas.WEBHOOK_REQUIRED})
 S = TypeVar("S", bound=msgspec.Struct)
-Limit = Annotated[int | None, QueryParameter(ge=1, le=paging.MAX_LIMIT)]
+# Query parameters document their bounds and choices without Litestar enforcing them: paging and
+# queries refuse a bad value with the message (and field) clients already get.
+Limit = Annotated[int | None, QueryParameter(schema_extra={"minimum": 1, "maximum": paging.MAX_LIMIT})]
+StatusFilter = Annotated[str | None, QueryParameter(schema_extra={"enum": [s.value for s in DeliveryStatus]})]
+Window = Annotated[str, QueryParameter(schema_extra={"enum": ["24h", "7d"]})]
+WINDOW_HOURS = {"24h": 24, "7d": 168}
 
 
 def webhook_out(webhook: Webhook) -> schemas.WebhookOut:
@@ -195,7 +200,7 @@ class WebhooksApi(Controller):
         responses=errors(400, 404, 422),
     )
     async def stats(
-        self, request: Request, webhook_id: FromPath[uuid.UUID], window: FromQuery[Literal["24h", "7d"]] = "24h"
+        self, request: Request, webhook_id: FromPath[uuid.UUID], window: Window = "24h"
     ) -> schemas.WebhookStats:
         """p50 / p95 are estimated from a latency histogram (buckets from 10 ms to 60 s)."""
         return await _stats(await services.get_webhook(principal_of(request).org_id, webhook_id), window)
@@ -210,7 +215,7 @@ class WebhooksApi(Controller):
         self,
         request: Request,
         webhook_id: FromPath[uuid.UUID],
-        status: FromQuery[DeliveryStatus | None] = None,
+        status: StatusFilter = None,
         event_type: FromQuery[str | None] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
@@ -225,7 +230,7 @@ class WebhooksApi(Controller):
             queries.list_deliveries(
                 principal_of(request).org_id,
                 webhook.id,
-                status=status.value if status else None,
+                status=status,
                 event_type=event_type,
                 since=times.as_utc(since) if since else None,
                 until=times.as_utc(until) if until else None,
@@ -239,11 +244,11 @@ class WebhooksApi(Controller):
         )
 
 
-WINDOW_HOURS = {"24h": 24, "7d": 168}
-
-
 async def _stats(webhook: Webhook, window: str) -> schemas.WebhookStats:
-    totals, series = await stats.load(webhook.id, WINDOW_HOURS[window])
+    hours = WINDOW_HOURS.get(window)
+    if hours is None:
+        raise Problem(422, "window is 24h or 7d.", [{"field": "window", "message": "24h or 7d"}])
+    totals, series = await stats.load(webhook.id, hours)
     return schemas.WebhookStats(
         window=window,
         deliveries=totals.deliveries,
