@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -32,45 +33,31 @@ Limit = Annotated[int | None, QueryParameter(schema_extra={"minimum": 1, "maximu
 StatusFilter = Annotated[str | None, QueryParameter(schema_extra={"enum": [s.value for s in DeliveryStatus]})]
 Window = Annotated[str, QueryParameter(schema_extra={"enum": ["24h", "7d"]})]
 WINDOW_HOURS = {"24h": 24, "7d": 168}
+# The problems a route names by what it takes: a body or query (422), a resource in its path (404).
+CHECKED, ONE, ONE_CHECKED = errors(400, 422), errors(400, 404), errors(400, 404, 422)
+
+
+def _out(struct: type[S], source: Any, **given: Any) -> S:
+    """A response Struct from a row (a dict) or an object, `given` taking precedence; the values go
+    out as read, with no second validation on the way."""
+    read = source.__getitem__ if isinstance(source, dict) else partial(getattr, source)
+    return struct(**{name: given[name] if name in given else read(name) for name in struct.__struct_fields__})
 
 
 def webhook_out(webhook: Webhook) -> schemas.WebhookOut:
-    return schemas.WebhookOut(**_webhook_fields(webhook))
+    return _out(schemas.WebhookOut, webhook, **_shown(webhook))
 
 
-def _webhook_fields(webhook: Webhook) -> dict[str, Any]:
-    policy = _json(webhook.retry_policy)
+def _shown(webhook: Webhook) -> dict[str, Any]:
+    """What a webhook shows that its row does not hold as is: masked headers, the parsed policy and
+    whether a rotation is still running."""
+    policy = json.loads(webhook.retry_policy) if isinstance(webhook.retry_policy, str) else webhook.retry_policy
     rotating = webhook.previous_secret_expires_at
     return {
-        "id": webhook.id,
-        "name": webhook.name,
-        "url": webhook.url,
-        "description": webhook.description,
-        "event_patterns": webhook.event_patterns,
-        "enabled": webhook.enabled,
-        "disabled_reason": webhook.disabled_reason,
-        "disabled_at": webhook.disabled_at,
-        "timeout_seconds": webhook.timeout_seconds,
         "headers": services.shown_headers(webhook),
-        "retry_policy": None if policy is None else schemas.RetryPolicy(**policy),
-        "consecutive_failures": webhook.consecutive_failures,
+        "retry_policy": None if policy is None else _out(schemas.RetryPolicy, policy),
         "secret_rotating_until": rotating if rotating and rotating > datetime.now().astimezone() else None,
-        "created_at": webhook.created_at,
-        "updated_at": webhook.updated_at,
     }
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _row(struct: type[S], row: dict[str, Any]) -> S:
-    """A response Struct from a query's row, its values as read (no second validation)."""
-    return struct(**{name: row[name] for name in struct.__struct_fields__})
-
-
-def _policy_out(policy: retry.Policy) -> schemas.RetryPolicy:
-    return schemas.RetryPolicy(**policy.as_dict())
 
 
 def _invalid(error: services.WebhookInvalid | retry.PolicyError) -> Problem:
@@ -107,7 +94,7 @@ class WebhooksApi(Controller):
     path = "/webhooks"
     tags = ["webhooks"]
 
-    @get("/", opt=READ, summary="List webhooks, oldest first", responses=errors(400, 422))
+    @get("/", opt=READ, summary="List webhooks, oldest first", responses=CHECKED)
     async def list_webhooks(
         self,
         request: Request,
@@ -124,7 +111,7 @@ class WebhooksApi(Controller):
         opt=WRITE,
         status_code=201,
         summary="Create a webhook; the response carries its secret, once",
-        responses=errors(400, 422),
+        responses=CHECKED,
     )
     async def create(
         self, request: Request, data: Annotated[schemas.WebhookIn, WEBHOOK_BODY]
@@ -133,9 +120,9 @@ class WebhooksApi(Controller):
             webhook, secret = await services.create_webhook(principal_of(request).org_id, await _sent(request))
         except services.WebhookInvalid as error:
             raise _invalid(error) from None
-        return schemas.WebhookCreated(**_webhook_fields(webhook), secret=secret)
+        return _out(schemas.WebhookCreated, webhook, **_shown(webhook), secret=secret)
 
-    @get("/{webhook_id:uuid}", opt=READ, summary="One webhook", responses=errors(400, 404))
+    @get("/{webhook_id:uuid}", opt=READ, summary="One webhook", responses=ONE)
     async def get_one(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> schemas.WebhookOut:
         return webhook_out(await services.get_webhook(principal_of(request).org_id, webhook_id))
 
@@ -143,7 +130,7 @@ class WebhooksApi(Controller):
         "/{webhook_id:uuid}",
         opt=WRITE,
         summary="Change a webhook (only the fields given)",
-        responses=errors(400, 404, 422),
+        responses=ONE_CHECKED,
     )
     async def update(
         self, request: Request, webhook_id: FromPath[uuid.UUID], data: JSONBody[schemas.WebhookIn]
@@ -160,7 +147,7 @@ class WebhooksApi(Controller):
         opt=WRITE,
         status_code=204,
         summary="Delete a webhook (its history is kept)",
-        responses=errors(400, 404),
+        responses=ONE,
     )
     async def remove(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> None:
         webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
@@ -171,7 +158,7 @@ class WebhooksApi(Controller):
         opt=WRITE,
         status_code=202,
         summary="Send a webhook.test event to it",
-        responses=errors(400, 404),
+        responses=ONE,
     )
     async def test(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> schemas.TestSent:
         webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
@@ -182,7 +169,7 @@ class WebhooksApi(Controller):
         opt=WRITE,
         status_code=200,
         summary="New secret; the old one stays valid (and signs too) for 24 h",
-        responses=errors(400, 404),
+        responses=ONE,
     )
     async def rotate(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> schemas.SecretRotated:
         webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
@@ -197,7 +184,7 @@ class WebhooksApi(Controller):
         "/{webhook_id:uuid}/stats",
         opt=READ,
         summary="Attempts, success rate and latency, in total and per hour",
-        responses=errors(400, 404, 422),
+        responses=ONE_CHECKED,
     )
     async def stats(
         self, request: Request, webhook_id: FromPath[uuid.UUID], window: Window = "24h"
@@ -209,7 +196,7 @@ class WebhooksApi(Controller):
         "/{webhook_id:uuid}/deliveries",
         opt=READ,
         summary="A webhook's deliveries, newest first",
-        responses=errors(400, 404, 422),
+        responses=ONE_CHECKED,
     )
     async def deliveries(
         self,
@@ -240,7 +227,7 @@ class WebhooksApi(Controller):
             )
         )
         return schemas.DeliveryPage(
-            items=[_row(schemas.DeliveryOut, row) for row in page.items], next_cursor=page.next_cursor
+            items=[_out(schemas.DeliveryOut, row) for row in page.items], next_cursor=page.next_cursor
         )
 
 
@@ -249,20 +236,8 @@ async def _stats(webhook: Webhook, window: str) -> schemas.WebhookStats:
     if hours is None:
         raise Problem(422, "window is 24h or 7d.", [{"field": "window", "message": "24h or 7d"}])
     totals, series = await stats.load(webhook.id, hours)
-    return schemas.WebhookStats(
-        window=window,
-        deliveries=totals.deliveries,
-        attempts=totals.attempts,
-        successes=totals.successes,
-        failures=totals.failures,
-        success_rate=totals.success_rate,
-        p50_ms=totals.p50_ms,
-        p95_ms=totals.p95_ms,
-        hourly=[
-            schemas.HourStats(hour=h.hour, successes=h.successes, failures=h.failures, p50_ms=h.p50_ms, p95_ms=h.p95_ms)
-            for h in series
-        ],
-    )
+    hourly = [_out(schemas.HourStats, hour) for hour in series]
+    return _out(schemas.WebhookStats, totals, window=window, hourly=hourly)
 
 
 class DeliveriesApi(Controller):
@@ -273,14 +248,14 @@ class DeliveriesApi(Controller):
         "/{delivery_id:uuid}",
         opt=READ,
         summary="A delivery with every attempt's request and response",
-        responses=errors(400, 404),
+        responses=ONE,
     )
     async def get_one(self, request: Request, delivery_id: FromPath[uuid.UUID]) -> schemas.DeliveryDetail:
         found = await queries.get_delivery(principal_of(request).org_id, delivery_id)
         if found is None:
             raise NotFoundException("No such delivery in this organisation.")
-        attempts = [_row(schemas.AttemptOut, attempt) for attempt in found["attempts"]]
-        return _row(schemas.DeliveryDetail, found | {"attempts": attempts})
+        attempts = [_out(schemas.AttemptOut, attempt) for attempt in found["attempts"]]
+        return _out(schemas.DeliveryDetail, found, attempts=attempts)
 
     @post(
         "/{delivery_id:uuid}/replay",
@@ -307,12 +282,14 @@ class RetryConfigApi(Controller):
 
     @get("/", opt=READ, summary="The organisation's default retry policy", responses=errors())
     async def get_config(self, request: Request) -> schemas.RetryPolicy:
-        return _policy_out(await services.org_policy(principal_of(request).org_id))
+        return _out(schemas.RetryPolicy, await services.org_policy(principal_of(request).org_id))
 
-    @put("/", opt=WRITE, summary="Replace the organisation's default retry policy", responses=errors(400, 422))
+    @put("/", opt=WRITE, summary="Replace the organisation's default retry policy", responses=CHECKED)
     async def put_config(self, request: Request, data: JSONBody[schemas.RetryPolicyIn]) -> schemas.RetryPolicy:
         try:
-            return _policy_out(await services.set_org_policy(principal_of(request).org_id, await request.json()))
+            return _out(
+                schemas.RetryPolicy, await services.set_org_policy(principal_of(request).org_id, await request.json())
+            )
         except retry.PolicyError as error:
             raise Problem(
                 422,
