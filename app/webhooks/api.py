@@ -133,7 +133,7 @@ class WebhooksApi(Controller):
         responses=ONE_CHECKED,
     )
     async def update(
-        self, request: Request, webhook_id: FromPath[uuid.UUID], data: JSONBody[schemas.WebhookIn]
+        self, request: Request, webhook_id: FromPath[uuid.UUID], data: JSONBody[schemas.WebhookPatch]
     ) -> schemas.WebhookOut:
         org_id = principal_of(request).org_id
         webhook = await services.get_webhook(org_id, webhook_id)

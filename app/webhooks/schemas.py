@@ -55,7 +55,7 @@ class RetryPolicyIn(msgspec.Struct):
 
 
 class WebhookIn(msgspec.Struct):
-    """A webhook to create (all of name, url and event_patterns) or change (only the fields given)."""
+    """A webhook to create: name, url and event_patterns are required."""
 
     name: Annotated[Any, _loose(STRING, "1-100 characters.")] = msgspec.UNSET
     url: Annotated[Any, _loose(STRING, "http(s) URL; private and internal addresses are refused.")] = msgspec.UNSET
@@ -70,6 +70,12 @@ class WebhookIn(msgspec.Struct):
 
 
 WEBHOOK_REQUIRED = ["event_patterns", "name", "url"]
+"""Required to create one: the create route's document says so, the service refuses their absence."""
+
+
+class WebhookPatch(WebhookIn):
+    """A change to a webhook: only the fields given change, and null is a value (a retry_policy of
+    null returns the webhook to the organisation's default)."""
 
 
 class WebhookOut(msgspec.Struct):
