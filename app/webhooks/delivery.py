@@ -11,7 +11,6 @@ lease cannot overwrite what the sweep or another worker decided since.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import time
@@ -22,8 +21,9 @@ from datetime import UTC, datetime
 import httpx
 
 from app import __version__
-from app.core import db, outbound
+from app.core import db, outbound, times
 from app.webhooks import schedule, services, signing, stats
+from app.webhooks.payloads import build_body
 from app.webhooks.tables import DlqReason
 
 log = logging.getLogger("intime.delivery")
@@ -64,36 +64,6 @@ WITH claimed AS (
 SELECT c.*, e.payload::text AS payload, e.metadata::text AS metadata, e.aggregate_id, e.created_at AS event_at
 FROM claimed c JOIN events e ON e.id = c.event_id
 """
-
-
-def build_body(row) -> bytes:
-    """The request body (CONTRACT). Payload and metadata are spliced in as PostgreSQL rendered them,
-    so the bytes are the same on every attempt and no JSON is parsed on the hot path."""
-    head = {
-        "id": str(row["event_id"]),
-        "type": row["event_type"],
-        "timestamp": row["event_at"].astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "org_id": str(row["org_id"]),
-        "aggregate_id": str(row["aggregate_id"]) if row["aggregate_id"] else None,
-    }
-    prefix = json.dumps(head, separators=(",", ":"))[:-1]
-    return f'{prefix},"data":{row["payload"]},"metadata":{row["metadata"]}}}'.encode()
-
-
-def parse_retry_after(value: str | None) -> int | None:
-    """Seconds or an HTTP date, as milliseconds from now; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(int(value), 10**9) * 1000
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are GMT
-            when = when.replace(tzinfo=UTC)
-        return max(0, int((when - datetime.now(UTC)).total_seconds() * 1000))
-    except (TypeError, ValueError, OverflowError, IndexError):
-        return None
 
 
 def _clean(text: str | None) -> str | None:
@@ -349,6 +319,5 @@ async def record(row, sent: Sent, shown_headers: dict[str, str], started_at: dat
             reason = DlqReason.gone if outcome == "gone" else DlqReason.non_retryable
             await schedule.to_dlq(conn, row, reason, fence=fence)
             return None
-    return RetryRequest(
-        str(row["id"]), fence, str(attempt_id), parse_retry_after((sent.headers or {}).get("retry-after"))
-    )
+    wait = times.parse_retry_after((sent.headers or {}).get("retry-after"), datetime.now(UTC))
+    return RetryRequest(str(row["id"]), fence, str(attempt_id), None if wait is None else int(wait * 1000))

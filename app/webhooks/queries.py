@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from app.core import db
+from app.core.fields import as_uuid
 from app.core.paging import BadQuery, check_limit, decode_cursor, encode_cursor
-from app.webhooks.delivery import build_body
 from app.webhooks.operations import DlqFilter
-from app.webhooks.services import as_uuid
+from app.webhooks.payloads import build_body
 from app.webhooks.tables import DeliveryStatus
 
 DELIVERY_COLUMNS = (

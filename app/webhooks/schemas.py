@@ -1,0 +1,203 @@
+"""The shapes of the webhooks JSON API (CONTRACT "JSON API"): what /schema documents and a generated
+client builds its models from.
+
+Request bodies are typed for the document but decoded loosely (`Any`): `services.validate` and
+`retry.parse_policy` check every field and name each bad or unknown one with its own message, all at
+once, which a strict decode (first error only, in msgspec's words) would replace. Responses are typed
+exactly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+
+def _loose(json_schema: dict[str, Any], description: str) -> msgspec.Meta:
+    """A field documented as `json_schema` but taken as any JSON, for the service to judge."""
+    return msgspec.Meta(description=description, extra_json_schema={"extra": json_schema})
+
+
+STRING = {"type": "string"}
+STRINGS = {"type": "array", "items": STRING}
+POLICY_OR_NULL = {"oneOf": [{"$ref": "#/components/schemas/RetryPolicy"}, {"type": "null"}]}
+HEADERS = {"type": "object", "additionalProperties": STRING}
+
+# --- retry policy (CONTRACT "Retry policy") -------------------------------------------------------------
+
+
+class RetryPolicy(msgspec.Struct):
+    strategy: str
+    """exponential, linear or fixed."""
+    base_delay_ms: int
+    max_delay_ms: int
+    max_retries: int
+    jitter: bool
+    """Multiply each delay by a factor from 0.5 to 1.0."""
+
+
+class RetryPolicyIn(msgspec.Struct):
+    """A retry policy to save; a field left out takes the default policy's value."""
+
+    strategy: Annotated[Any, _loose({"enum": ["exponential", "linear", "fixed"]}, "How delays grow.")] = msgspec.UNSET
+    base_delay_ms: Annotated[Any, _loose({"type": "integer"}, "The first delay, at most 7 days.")] = msgspec.UNSET
+    max_delay_ms: Annotated[Any, _loose({"type": "integer"}, "The cap, at least the base delay.")] = msgspec.UNSET
+    max_retries: Annotated[Any, _loose({"type": "integer"}, "0 to 50.")] = msgspec.UNSET
+    jitter: Annotated[Any, _loose({"type": "boolean"}, "Spread retries of endpoints that failed together.")] = (
+        msgspec.UNSET
+    )
+
+
+# --- webhooks ------------------------------------------------------------------------------------------
+
+
+class WebhookIn(msgspec.Struct):
+    """A webhook to create: name, url and event_patterns are required."""
+
+    name: Annotated[Any, _loose(STRING, "1-100 characters.")] = msgspec.UNSET
+    url: Annotated[Any, _loose(STRING, "http(s) URL; private and internal addresses are refused.")] = msgspec.UNSET
+    event_patterns: Annotated[Any, _loose(STRINGS, "Event types or patterns: job.created, job.*, *.")] = msgspec.UNSET
+    description: Annotated[Any, _loose(STRING, "At most 2000 characters.")] = msgspec.UNSET
+    enabled: Annotated[Any, _loose({"type": "boolean"}, "Disabled webhooks receive nothing.")] = msgspec.UNSET
+    timeout_seconds: Annotated[Any, _loose({"type": "integer"}, "1 to 60 seconds per attempt.")] = msgspec.UNSET
+    retry_policy: Annotated[Any, _loose(POLICY_OR_NULL, "Overrides the organisation's; null: use it.")] = msgspec.UNSET
+    headers: Annotated[Any, _loose(HEADERS, "Custom request headers (at most 20); values are stored sealed.")] = (
+        msgspec.UNSET
+    )
+
+
+WEBHOOK_REQUIRED = ["event_patterns", "name", "url"]
+"""Required to create one: the create route's document says so, the service refuses their absence."""
+
+
+class WebhookPatch(WebhookIn):
+    """A change to a webhook: only the fields given change, and null is a value (a retry_policy of
+    null returns the webhook to the organisation's default)."""
+
+
+class WebhookOut(msgspec.Struct):
+    id: uuid.UUID
+    name: str
+    url: str
+    description: str | None
+    event_patterns: list[str]
+    enabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    timeout_seconds: int
+    headers: dict[str, str]
+    """Custom headers, credentials masked."""
+    retry_policy: RetryPolicy | None
+    """None: the organisation's default applies."""
+    consecutive_failures: int
+    secret_rotating_until: datetime | None
+    """Until then the previous secret signs too."""
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookCreated(WebhookOut):
+    secret: str
+    """The signing secret, shown only in this answer."""
+
+
+class WebhookPage(msgspec.Struct):
+    items: list[WebhookOut]
+    next_cursor: str | None
+
+
+class TestSent(msgspec.Struct):
+    delivery_id: uuid.UUID
+
+
+class SecretRotated(msgspec.Struct):
+    secret: str
+    previous_valid_until: datetime
+    hint: str
+    """The new secret masked, as pages show it."""
+
+
+class HourStats(msgspec.Struct):
+    hour: datetime
+    successes: int
+    failures: int
+    p50_ms: int | None
+    p95_ms: int | None
+
+
+class WebhookStats(msgspec.Struct):
+    window: str
+    deliveries: int
+    attempts: int
+    successes: int
+    failures: int
+    success_rate: float | None
+    p50_ms: int | None
+    p95_ms: int | None
+    hourly: list[HourStats]
+
+
+# --- deliveries ----------------------------------------------------------------------------------------
+
+
+class DeliveryOut(msgspec.Struct):
+    id: uuid.UUID
+    webhook_id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    status: str
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    dlq_reason: str | None
+    dlq_at: datetime | None
+    cleared_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    webhook_name: str
+    webhook_url: str
+
+
+class DeliveryPage(msgspec.Struct):
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class AttemptOut(msgspec.Struct):
+    id: uuid.UUID
+    attempt_number: int
+    trigger: str
+    started_at: datetime
+    duration_ms: int | None
+    request_url: str
+    request_headers: dict[str, str]
+    response_status: int | None
+    response_headers: dict[str, str] | None
+    response_body: str | None
+    response_truncated: bool
+    error_class: str | None
+    error_message: str | None
+    next_delay_ms: int | None
+    outcome: str
+
+
+class DeliveryDetail(DeliveryOut):
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+    aggregate_id: uuid.UUID | None
+    event_at: datetime
+    org_id: uuid.UUID
+    request_body: str
+    """The exact bytes every attempt sent (the same on each)."""
+    attempts: list[AttemptOut]
+
+
+class Replayed(msgspec.Struct):
+    delivery_id: uuid.UUID
+    status: str
+    """pending: it is queued to be sent again."""
