@@ -34,7 +34,7 @@ class ProblemDetails(msgspec.Struct, omit_defaults=True):
 
 
 WHY = {
-    400: "The body is not valid JSON.",
+    400: "The request cannot be read: a body that is not valid JSON, or a parameter of the wrong type.",
     401: "No API token, or one that is unknown, expired or revoked.",
     403: "The token lacks the scope this route needs.",
     404: "No such resource in the token's organisation.",
