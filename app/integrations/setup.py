@@ -1,4 +1,6 @@
-"""Setting integrations up: create, change and remove integrations and their providers (pages and API).
+"""Setting integrations up: create, change and remove integrations and their providers. The one way to
+make them: the pages, the API, the demo seed and the tests all come through here, so none of them can
+store what an admin could not.
 
 Every input is checked field by field and nothing is saved unless all of it is good (`fields.invalid`
 answers 422 with the field errors). A provider is authorised by sealed credentials (sent as a Bearer
