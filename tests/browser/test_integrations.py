@@ -20,7 +20,7 @@ async def test_the_panel_shows_the_failover_and_the_failback(page, factory, live
             "email",
             health_interval_seconds=5,  # the shortest the settings allow
             breaker_failure_threshold=2,
-            breaker_cooldown_seconds=1,
+            breaker_cooldown_seconds=10,  # longer than a check interval: the panel sees the circuit open
             breaker_probe_successes=1,
             failback_after_seconds=2,
         )
