@@ -29,32 +29,32 @@ async def seed_demo_integration(org_id) -> None:
     """An email integration on two simulated providers of the dev receiver (devtools/receiver.py), tuned to
     fail over within seconds: break the primary at http://127.0.0.1:8001/providers and watch."""
     from app.core import db
-    from app.integrations import services as integrations
+    from app.integrations import failover, setup
 
     async with db.connection() as conn:
         if await conn.fetchval("SELECT 1 FROM integrations WHERE org_id = $1", org_id):
             return
     base = f"http://127.0.0.1:{os.environ.get('INTIME_DEV_RECEIVER_PORT', '8001')}/providers"
-    integration = await integrations.create_integration(
-        org_id,
-        "Email delivery",
-        "email",
-        health_interval_seconds=5,
-        breaker_failure_threshold=2,
-        breaker_cooldown_seconds=10,
-        breaker_probe_successes=2,
-        failback_after_seconds=20,
-    )
+    # Made the way an admin makes one (app.integrations.setup), so the demo passes the same checks.
+    integration = await setup.create_integration(org_id, {"name": "Email delivery", "kind": "email"})
+    fast = {
+        "health_interval_seconds": 5,
+        "breaker_failure_threshold": 2,
+        "breaker_cooldown_seconds": 10,
+        "breaker_probe_successes": 2,
+        "failback_after_seconds": 20,
+    }
+    await failover.update_failover(org_id, integration, fast)
     for priority, name in ((1, "primary"), (2, "backup")):
-        await integrations.add_provider(
-            integration,
-            f"{name.capitalize()} mail (simulated)",
-            f"{base}/{name}",
-            f"{base}/{name}/health",
-            priority=priority,
-            kind="simulated",
-            rate_limit_per_hour=3600,
-        )
+        provider = {
+            "name": f"{name.capitalize()} mail (simulated)",
+            "endpoint_url": f"{base}/{name}",
+            "health_url": f"{base}/{name}/health",
+            "priority": priority,
+            "kind": "simulated",
+            "rate_limit_per_hour": 3600,
+        }
+        await setup.create_provider(org_id, integration, provider)
 
 
 async def seed_sandbox_client(org_id) -> None:

@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import uuid
 from typing import Any
 
 import dramatiq
 
 from app.core import queue
-from app.integrations import services
+from app.core.backoff import Backoff
+from app.core.problems import NotFound
+from app.integrations import health
+from app.integrations.calls import CallFailed, Deferred, NoHealthyProvider, Rejected, call_integration
 
 log = logging.getLogger("intime.integrations")
 
 
 @dramatiq.actor(queue_name="integrations", max_retries=0, time_limit=30_000)
 async def run_health_check(provider_id: str) -> None:
-    await services.check_provider(uuid.UUID(provider_id))
+    await health.check_provider(uuid.UUID(provider_id))
 
 
 # A failing call is tried again after 5 s, doubling to 10 min, 20 times: about two hours, long enough to
@@ -28,19 +30,12 @@ async def run_health_check(provider_id: str) -> None:
 # provider answering 429) end the call too.
 MAX_FAILURES = 20
 MAX_DEFERRALS = 500
-FIRST_BACKOFF_MS = 5_000
-MAX_BACKOFF_MS = 600_000
+# With jitter (app.core.backoff): calls that failed together, in one outage, do not all come back together.
+CALL_BACKOFF = Backoff(first=5.0, cap=600.0)
 
 
 class CallAbandoned(Exception):
     """A call that failed or waited too often; Dramatiq keeps it in its dead-letter set."""
-
-
-def backoff_ms(failures: int) -> int:
-    """The wait before the next try after `failures` failures, with ±20 % jitter so that calls that
-    failed together do not all come back together."""
-    base = min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** min(failures - 1, 20))
-    return int(base * random.uniform(0.8, 1.2))
 
 
 async def attempt_call(
@@ -68,14 +63,14 @@ async def attempt_call(
         await queue.asend("call_provider", *args, delay_ms=delay_ms)
 
     try:
-        await services.call_integration(
+        await call_integration(
             uuid.UUID(integration_id),
             operation,
             payload,
             idempotency_key=call_id,
             reserved_for=uuid.UUID(reserved_for) if reserved_for else None,
         )
-    except services.Deferred as deferred:
+    except Deferred as deferred:
         if deferrals >= MAX_DEFERRALS:
             log.error("call %s to integration %s given up: deferred %d times", call_id, integration_id, deferrals)
             raise CallAbandoned(f"call {call_id}: deferred {deferrals} times; last: {deferred}") from None
@@ -84,12 +79,12 @@ async def attempt_call(
         await again(deferrals + 1, booked, failures, delay_ms)
         log.info("call %s to integration %s deferred %d ms: %s", call_id, integration_id, delay_ms, deferred)
         return delay_ms
-    except services.Rejected as refused:
+    except Rejected as refused:
         # The provider's reason ("invalid phone number") is what the caller needs: the first 300
         # characters of its answer, which is about our request.
         log.error("call %s to integration %s not retried: %s: %.300s", call_id, integration_id, refused, refused.body)
         raise
-    except services.NotFound:
+    except NotFound:
         log.warning("call %s to integration %s dropped: the integration was deleted", call_id, integration_id)
         return None
     except Exception as error:
@@ -105,9 +100,9 @@ async def attempt_call(
                 error,
             )
             raise CallAbandoned(f"call {call_id}: failed {failures + 1} times; last: {error}") from None
-        delay_ms = backoff_ms(failures + 1)
+        delay_ms = CALL_BACKOFF.ms(failures + 1)
         await again(deferrals, None, failures + 1, delay_ms)
-        expected = isinstance(error, services.NoHealthyProvider | services.CallFailed)
+        expected = isinstance(error, NoHealthyProvider | CallFailed)
         (log.warning if expected else log.exception)(
             "call %s to integration %s failed, tried again in %d ms: %s", call_id, integration_id, delay_ms, error
         )
@@ -123,7 +118,7 @@ async def attempt_call(
     min_backoff=5_000,
     max_backoff=600_000,
     time_limit=120_000,
-    throws=(services.Rejected, CallAbandoned),
+    throws=(Rejected, CallAbandoned),
 )
 async def call_provider(
     integration_id: str,
@@ -134,7 +129,7 @@ async def call_provider(
     reserved_for: str | None = None,
     failures: int = 0,
 ) -> None:
-    """`services.call_integration` in the background; `call_id` is the Idempotency-Key of every attempt.
+    """`calls.call_integration` in the background; `call_id` is the Idempotency-Key of every attempt.
 
     Over the rate limit the call is deferred, not dropped: sent again for the slot booked for it. A
     provider's 429 defers it for as long as the provider's Retry-After says. A failing call is tried

@@ -20,7 +20,7 @@ import asyncpg
 from app.core import heartbeat, queue
 from app.core.redis import get_redis
 from app.core.settings import get_settings
-from app.integrations import services as integrations
+from app.integrations import health as integration_health
 from app.oauth import refresh as oauth_refresh
 from app.webhooks import fanout, schedule, stats
 
@@ -72,7 +72,7 @@ class Scheduler:
 
     async def check_health(self) -> int:
         """Integration providers whose health-check interval has passed go to the workers."""
-        due = await integrations.due_health_checks()
+        due = await integration_health.due_health_checks()
         return await queue.asend_many("run_health_check", [(str(provider_id),) for provider_id in due])
 
     async def refresh_oauth(self) -> int:

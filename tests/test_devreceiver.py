@@ -34,7 +34,7 @@ async def test_demo_receiver_paths():
 
 async def test_the_demo_integration_fails_over_when_its_simulated_primary_is_broken(factory, monkeypatch):
     from app.core import db
-    from app.integrations import services
+    from app.integrations import calls, health, queries
     from devtools.demo import seed_demo_integration
 
     with socket.socket() as sock:
@@ -48,17 +48,17 @@ async def test_the_demo_integration_fails_over_when_its_simulated_primary_is_bro
         org = await factory.org()
         await seed_demo_integration(org.id)
         await seed_demo_integration(org.id)  # idempotent
-        [integration] = await services.overview(org.id)
+        [integration] = await queries.overview(org.id)
         primary = integration["providers"][0]["id"]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert "Break" in (await client.get("/providers")).text
             assert (await client.post("/providers/primary/break")).status_code == 303
             assert "broken (503)" in (await client.get("/providers")).text
         for _ in range(2):  # the demo's breaker opens after two failed checks
-            assert await services.check_provider(primary) is False
-        [after] = await services.overview(org.id)
+            assert await health.check_provider(primary) is False
+        [after] = await queries.overview(org.id)
         assert after["active_provider"] == "Backup mail (simulated)"
-        result = await services.call_integration(after["id"], "send", {"to": "ada@example.test"})
+        result = await calls.call_integration(after["id"], "send", {"to": "ada@example.test"})
         assert result["provider"] == "Backup mail (simulated)" and result["body"] == {"ok": True}
         async with db.connection() as conn:
             assert await conn.fetchval("SELECT count(*) FROM failover_events") == 1

@@ -4,16 +4,18 @@ Idempotency-Key. Real PostgreSQL and Redis, local provider servers on 127.0.0.1,
 
 from __future__ import annotations
 
+import email.utils
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import dramatiq
 import pytest
 
 from app.core import db
 from app.core.redis import get_redis
-from app.integrations import ratelimit, services
+from app.integrations import calls, queries, ratelimit
 from app.integrations.calls import enqueue_call
 from tests.pipeline import drained, wait_until
 from tests.receiver import Answer
@@ -37,8 +39,8 @@ async def all_done() -> bool:
 
 async def integration_with_provider(factory, receiver, **provider) -> tuple[uuid.UUID, uuid.UUID]:
     org = await factory.org()
-    integration = await services.create_integration(org.id, "SMS", "sms")
-    provider_id = await services.add_provider(
+    integration = await factory.integration(org.id, "SMS", "sms")
+    provider_id = await factory.provider(
         integration, "Twilio", receiver.url, receiver.url, priority=1, credentials="tw-key", **provider
     )
     return integration, provider_id
@@ -96,15 +98,15 @@ async def test_a_call_that_keeps_failing_is_given_up_after_twenty_failures(facto
 async def test_a_provider_that_no_longer_accepts_our_credentials_counts_against_it(factory, receiver):
     integration, _provider = await integration_with_provider(factory, receiver)
     receiver.default = Answer(status=401)
-    with pytest.raises(services.CallFailed, match="did not accept our credentials") as failed:
-        await services.call_integration(integration, "send", {})
-    assert not isinstance(failed.value, services.Rejected)  # tried again later, not given up
-    [overview] = await services.overview(await _org_of(integration), integration)
+    with pytest.raises(calls.CallFailed, match="did not accept our credentials") as failed:
+        await calls.call_integration(integration, "send", {})
+    assert not isinstance(failed.value, calls.Rejected)  # tried again later, not given up
+    [overview] = await queries.overview(await _org_of(integration), integration)
     assert overview["providers"][0]["circuit"] == "closed"  # one failure of five
     for _ in range(4):
-        with pytest.raises(services.CallFailed):
-            await services.call_integration(integration, "send", {})
-    [overview] = await services.overview(await _org_of(integration), integration)
+        with pytest.raises(calls.CallFailed):
+            await calls.call_integration(integration, "send", {})
+    [overview] = await queries.overview(await _org_of(integration), integration)
     assert overview["providers"][0]["circuit"] == "open"
 
 
@@ -129,10 +131,26 @@ async def test_a_provider_that_says_429_defers_the_call_as_long_as_it_asks_witho
     receiver.default = Answer(status=429, headers={"Retry-After": "120"})
     for n in range(6):  # more than the breaker's five failures in a row
         assert await attempt_call(str(integration), "send", {}, f"busy-{n}") == 120_000
-    [overview] = await services.overview((await _org_of(integration)), integration)
+    [overview] = await queries.overview((await _org_of(integration)), integration)
     assert overview["providers"][0]["circuit"] == "closed"
     messages = await pending_calls()
     assert len(messages) == 6 and all(m.args[5] is None for m in messages)  # nothing booked at our bucket
+
+
+async def test_a_provider_that_says_429_until_an_http_date_defers_the_call_until_then(factory, receiver):
+    from tasks.integrations import attempt_call
+
+    # Given a provider that is busy until a date ten minutes away (RFC 9110 allows a date for seconds)
+    integration, _provider = await integration_with_provider(factory, receiver)
+    until = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=600), usegmt=True)
+    receiver.default = Answer(status=429, headers={"Retry-After": until})
+    # When a call is made, directly or by a worker
+    with pytest.raises(calls.Deferred) as deferred:
+        await calls.call_integration(integration, "send", {})
+    delay_ms = await attempt_call(str(integration), "send", {}, "busy-until")
+    # Then it is deferred by about that long (the date counts whole seconds), not by the default 30 s
+    assert 590 <= deferred.value.retry_after <= 600
+    assert delay_ms is not None and 590_000 <= delay_ms <= 600_000
 
 
 async def test_a_call_the_provider_refuses_is_not_retried(factory, receiver, worker_process):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from app.integrations import services
+from app.integrations import failover
 from tests.factories import sign_in
 
 BASE = "/employee/admin/integrations/integrations"
@@ -16,9 +16,9 @@ def form(client, **fields) -> dict:
 
 async def make(factory, role="admin"):
     person = await factory.user(role=role)
-    integration = await services.create_integration(person.org.id, "Email delivery", "email")
+    integration = await factory.integration(person.org.id, "Email delivery", "email")
     for priority, name in ((1, "SendGrid"), (2, "Mailgun")):
-        await services.add_provider(integration, name, "http://127.0.0.1:9/", "http://127.0.0.1:9/", priority=priority)
+        await factory.provider(integration, name, "http://127.0.0.1:9/", "http://127.0.0.1:9/", priority=priority)
     return person, integration
 
 
@@ -42,7 +42,7 @@ async def test_bad_settings_are_explained_beside_the_fields(client, factory):
     admin, integration = await make(factory)
     await sign_in(client, admin)
     numbers = ("300", "60", "5", "50", "10", "60", "30", "600", "3")
-    values = dict(zip(services.FAILOVER_LIMITS, numbers, strict=True)) | {"failover_mode": "automatic"}
+    values = dict(zip(failover.FAILOVER_LIMITS, numbers, strict=True)) | {"failover_mode": "automatic"}
     values["failback_mode"] = "x"
     bad_min_calls = values | {"breaker_min_calls": "many"}
     bad = await client.post(f"{BASE}/{integration}/settings", data=form(client, **bad_min_calls))

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from app.core import db
-from app.integrations import services, setup
+from app.integrations import calls, failover, health, queries, setup
 from app.oauth.disconnect import disconnect
 from app.oauth.refresh import get_access_token
 from tests.factories import sign_in
@@ -71,7 +71,7 @@ async def test_the_api_creates_an_integration_and_its_providers_and_never_shows_
     assert stored and "sg-key-1" not in stored  # sealed at rest
 
     # A call carries the credentials as a Bearer token.
-    await services.call_integration(integration, "send", {"to": "a@example.test"})
+    await calls.call_integration(integration, "send", {"to": "a@example.test"})
     assert receiver.log[-1].headers["authorization"] == "Bearer sg-key-1"
     assert receiver.log[-1].path.endswith("/send") and receiver.log[-1].headers["idempotency-key"]
 
@@ -81,13 +81,13 @@ async def test_the_api_creates_an_integration_and_its_providers_and_never_shows_
     )
     assert renamed.status_code == 200 and renamed.json()["name"] == "SendGrid EU"
     assert renamed.json()["has_credentials"] is True  # absent: kept
-    await services.call_integration(integration, "send", {})
+    await calls.call_integration(integration, "send", {})
     assert receiver.log[-1].headers["authorization"] == "Bearer sg-key-1"
     cleared = await client.patch(
         f"{API}/{integration}/providers/{provider}", json={"credentials": None}, headers=bearer
     )
     assert cleared.json()["has_credentials"] is False
-    await services.call_integration(integration, "send", {})
+    await calls.call_integration(integration, "send", {})
     assert "authorization" not in receiver.log[-1].headers
 
 
@@ -195,9 +195,9 @@ async def audit_and_events(integration):
 async def test_disabling_the_active_provider_moves_traffic_and_says_who_did_it(factory, receiver):
     org, integration, first, _second = await two_providers(factory, receiver)
     await setup.update_provider(org.id, integration, first, {"enabled": False}, "ada@example.test")
-    [integration_view] = await services.overview(org.id, integration)
+    [integration_view] = await queries.overview(org.id, integration)
     assert integration_view["active_provider"] == "Mailgun"
-    assert (await services.call_integration(integration, "send", {}))["provider"] == "Mailgun"
+    assert (await calls.call_integration(integration, "send", {}))["provider"] == "Mailgun"
     audit, events = await audit_and_events(integration)
     [switch] = audit
     assert (switch["kind"], switch["trigger"], switch["actor"]) == ("failover", "manual", "ada@example.test")
@@ -217,22 +217,22 @@ async def test_removing_the_active_provider_moves_traffic_and_the_audit_keeps_it
     assert [(a["from_provider_name"], a["to_provider_name"], a["reason"]) for a in audit] == [
         ("SendGrid", "Mailgun", "SendGrid was removed")
     ]
-    trail = await services.audit_trail(org.id, integration)
+    trail = await queries.audit_trail(org.id, integration)
     assert trail[0]["from_provider"] == "SendGrid"
     # The last one goes too: nothing is active, and a call says so instead of going anywhere.
     await setup.delete_provider(org.id, integration, second, "ada@example.test")
-    with pytest.raises(services.NoHealthyProvider):
-        await services.call_integration(integration, "send", {})
+    with pytest.raises(calls.NoHealthyProvider):
+        await calls.call_integration(integration, "send", {})
 
 
 async def test_health_changes_are_announced_once_each_way(factory, receiver):
     _org, integration, first, _ = await two_providers(factory, receiver)
-    await services.check_provider(first)  # up at the first check: not news
+    await health.check_provider(first)  # up at the first check: not news
     receiver.default = Answer(status=503)
-    await services.check_provider(first)
-    await services.check_provider(first)  # still down: no second announcement
+    await health.check_provider(first)
+    await health.check_provider(first)  # still down: no second announcement
     receiver.default = Answer()
-    await services.check_provider(first)
+    await health.check_provider(first)
     _, events = await audit_and_events(integration)
     changes = [(p["provider"], p["healthy"]) for t, p in events if t == "integration.health_changed"]
     assert changes == [("SendGrid", False), ("SendGrid", True)]
@@ -254,21 +254,21 @@ async def test_a_provider_on_an_oauth_connection_calls_with_its_access_token(cli
     admin, connection_id, integration, linked = await oauth_calendar(client, factory, receiver)
     common = {"endpoint_url": receiver.url, "health_url": receiver.url}
     await setup.create_provider(admin.org.id, integration, {"name": "Backup calendar"} | common)
-    await services.call_integration(integration, "events", {"title": "Interview"})
+    await calls.call_integration(integration, "events", {"title": "Interview"})
     token = await get_access_token(connection_id)
     assert receiver.log[-1].headers["authorization"] == f"Bearer {token}"
-    assert (await setup.provider(admin.org.id, integration, linked))["oauth_connection_id"] == str(connection_id)
+    assert (await queries.provider(admin.org.id, integration, linked))["oauth_connection_id"] == str(connection_id)
 
     # Disconnected: the provider cannot be called, its health check says why, and both count against
     # it, so (two failures opening this integration's circuits) traffic moves to the backup.
-    await services.update_failover(admin.org.id, integration, {"breaker_failure_threshold": 2})
+    await failover.update_failover(admin.org.id, integration, {"breaker_failure_threshold": 2})
     await disconnect(admin.org.id, connection_id, "ada@example.test")
-    assert await services.check_provider(linked) is False
-    shown = await setup.provider(admin.org.id, integration, linked)
+    assert await health.check_provider(linked) is False
+    shown = await queries.provider(admin.org.id, integration, linked)
     assert "reconnect it" in shown["last_error"]
-    with pytest.raises(services.CallFailed, match="no OAuth token"):
-        await services.call_integration(integration, "events", {})
-    assert (await services.call_integration(integration, "events", {}))["provider"] == "Backup calendar"
+    with pytest.raises(calls.CallFailed, match="no OAuth token"):
+        await calls.call_integration(integration, "events", {})
+    assert (await calls.call_integration(integration, "events", {}))["provider"] == "Backup calendar"
     relinked = await client.patch(
         f"{API}/{integration}/providers/{linked}",
         json={"oauth_connection_id": str(connection_id)},
@@ -331,10 +331,10 @@ async def test_an_admin_sets_up_an_integration_in_the_pages(client, factory, rec
     assert saved.status_code in (302, 303), re.findall(r'field-error"[^>]*>([^<]+)', saved.text)
     page = (await client.get(detail)).text
     assert 'badge-off">disabled' in page  # the box was left unticked
-    one = await setup.provider(admin.org.id, integration, provider)
+    one = await queries.provider(admin.org.id, integration, provider)
     assert one["has_credentials"] and one["rate_limit_per_hour"] is None and not one["enabled"]
     await client.post(f"{PAGES}/{integration}/providers/{provider}/enabled", data=form(client, enabled="true"))
-    assert (await setup.provider(admin.org.id, integration, provider))["enabled"]
+    assert (await queries.provider(admin.org.id, integration, provider))["enabled"]
     removed = await client.post(f"{PAGES}/{integration}/providers/{provider}/delete", data=form(client))
     assert "Removed Checkr" in (await client.get(removed.headers["location"])).text
     gone = await client.post(f"{PAGES}/{integration}/delete", data=form(client))
@@ -361,7 +361,7 @@ async def test_viewers_cannot_set_up_and_other_organisations_get_404(client, fac
     await sign_in(client, stranger)
     assert (await client.get(f"{PAGES}/{integration}/providers/{provider}/edit")).status_code == 404
     assert (await client.post(f"{PAGES}/{integration}/delete", data=form(client))).status_code == 404
-    assert (await setup.provider(viewer.org.id, integration, provider))["enabled"]
+    assert (await queries.provider(viewer.org.id, integration, provider))["enabled"]
 
 
 async def test_a_new_first_provider_takes_traffic_only_by_an_audited_failback(factory, receiver):
@@ -372,13 +372,13 @@ async def test_a_new_first_provider_takes_traffic_only_by_an_audited_failback(fa
         {"name": "Postmark", "priority": 0, "endpoint_url": receiver.url, "health_url": receiver.url},
     )
     # It is the primary now, but traffic stays where it was, and nothing is in the audit trail yet.
-    assert (await services.call_integration(integration, "send", {}))["provider"] == "SendGrid"
+    assert (await calls.call_integration(integration, "send", {}))["provider"] == "SendGrid"
     assert (await audit_and_events(integration))[0] == []
     # Once it has been healthy for failback_after_seconds (0 here), traffic moves to it, audited.
-    await services.update_failover(org.id, integration, {"failback_after_seconds": 0})
-    await services.check_provider(newcomer)
-    await services.evaluate(integration)
-    assert (await services.call_integration(integration, "send", {}))["provider"] == "Postmark"
+    await failover.update_failover(org.id, integration, {"failback_after_seconds": 0})
+    await health.check_provider(newcomer)
+    await failover.evaluate(integration)
+    assert (await calls.call_integration(integration, "send", {}))["provider"] == "Postmark"
     [switch] = (await audit_and_events(integration))[0]
     assert (switch["kind"], switch["from_provider_name"], switch["to_provider_name"]) == (
         "failback",
@@ -439,24 +439,24 @@ async def test_the_list_pages_through_integrations_oldest_first(client, factory)
 
 async def test_a_provider_that_refuses_our_credentials_stays_out_until_an_admin_saves_it(factory, receiver):
     org, integration, first, _second = await two_providers(factory, receiver)
-    await services.update_failover(org.id, integration, {"failback_after_seconds": 0})
+    await failover.update_failover(org.id, integration, {"failback_after_seconds": 0})
     receiver.default = Answer(status=401)
-    with pytest.raises(services.CallFailed, match="did not accept our credentials"):
-        await services.call_integration(integration, "send", {})
+    with pytest.raises(calls.CallFailed, match="did not accept our credentials"):
+        await calls.call_integration(integration, "send", {})
     # Out of traffic at once, audited, although one failure does not open its circuit
     receiver.default = Answer()
-    assert (await services.call_integration(integration, "send", {}))["provider"] == "Mailgun"
+    assert (await calls.call_integration(integration, "send", {}))["provider"] == "Mailgun"
     audit, _ = await audit_and_events(integration)
     assert [(a["kind"], a["reason"]) for a in audit] == [("failover", "SendGrid refused our credentials")]
     # Its health URL answers 200, but that says nothing of our credentials: it stays out, no failback
-    assert await services.check_provider(first) is False
-    await services.evaluate(integration)
-    shown = await setup.provider(org.id, integration, first)
+    assert await health.check_provider(first) is False
+    await failover.evaluate(integration)
+    shown = await queries.provider(org.id, integration, first)
     assert "refused our credentials" in shown["last_error"] and not shown["active"]
     # An admin gives it new credentials: it is checked, healthy, and traffic fails back to it
     await setup.update_provider(org.id, integration, first, {"credentials": "sg-key-2"}, "ada@example.test")
-    assert await services.check_provider(first) is True
-    assert (await services.call_integration(integration, "send", {}))["provider"] == "SendGrid"
+    assert await health.check_provider(first) is True
+    assert (await calls.call_integration(integration, "send", {}))["provider"] == "SendGrid"
     assert receiver.log[-1].headers["authorization"] == "Bearer sg-key-2"
 
 
@@ -468,15 +468,15 @@ async def test_a_401_on_an_oauth_provider_gets_a_new_token_once_a_minute(client,
         )
     old = await get_access_token(connection_id)
     receiver.default = Answer(status=401)
-    with pytest.raises(services.CallFailed):
-        await services.call_integration(integration, "events", {})
+    with pytest.raises(calls.CallFailed):
+        await calls.call_integration(integration, "events", {})
     # A new token for the next attempt, and the provider is not blamed yet
     assert await get_access_token(connection_id) != old
-    assert (await setup.provider(admin.org.id, integration, linked))["last_error"] is None
+    assert (await queries.provider(admin.org.id, integration, linked))["last_error"] is None
     # Refused again with a token got a moment ago: the token is not the problem
-    with pytest.raises(services.CallFailed):
-        await services.call_integration(integration, "events", {})
-    assert "refused our credentials" in (await setup.provider(admin.org.id, integration, linked))["last_error"]
+    with pytest.raises(calls.CallFailed):
+        await calls.call_integration(integration, "events", {})
+    assert "refused our credentials" in (await queries.provider(admin.org.id, integration, linked))["last_error"]
 
 
 async def test_saving_a_provider_restarts_the_failback_clock_only_when_the_primary_changes(factory, receiver):
@@ -486,7 +486,7 @@ async def test_saving_a_provider_restarts_the_failback_clock_only_when_the_prima
         async with db.connection() as conn:
             return await conn.fetchval("SELECT primary_healthy_since FROM integrations WHERE id = $1", integration)
 
-    await services.check_provider(first)
+    await health.check_provider(first)
     since = await healthy_since()
     assert since is not None
     await setup.update_provider(org.id, integration, second, {"name": "Mailgun EU"}, "ada@example.test")
@@ -505,16 +505,16 @@ async def test_a_bad_call_id_is_the_callers_mistake_not_the_providers(factory, r
         with pytest.raises(ValueError, match="call id"):
             await enqueue_call(integration, "send", {}, call_id=bad)
         with pytest.raises(ValueError, match="call id"):
-            await services.call_integration(integration, "send", {}, idempotency_key=bad)
+            await calls.call_integration(integration, "send", {}, idempotency_key=bad)
     assert receiver.log == []
-    assert (await setup.provider(org.id, integration, first))["circuit"] == "closed"
+    assert (await queries.provider(org.id, integration, first))["circuit"] == "closed"
 
 
 async def test_an_admin_chooses_where_traffic_goes_and_fails_back_by_hand(client, factory, receiver):
     org, integration, first, second = await two_providers(factory, receiver)
     common = {"endpoint_url": receiver.url, "health_url": receiver.url}
     third = await setup.create_provider(org.id, integration, {"name": "Postmark"} | common)
-    await services.update_failover(org.id, integration, {"failback_mode": "manual"})
+    await failover.update_failover(org.id, integration, {"failback_mode": "manual"})
     _, token = await factory.token(org, scopes="integrations:write")
     bearer = {"authorization": f"Bearer {token}"}
     trigger = f"{API}/{integration}/failover"
@@ -531,13 +531,13 @@ async def test_an_admin_chooses_where_traffic_goes_and_fails_back_by_hand(client
     disabled = await client.post(trigger, json={"reason": "x", "to_provider_id": str(second)}, headers=bearer)
     assert disabled.status_code == 409 and "is disabled" in disabled.json()["detail"]
     receiver.default = Answer(status=503)
-    await services.check_provider(third)
+    await health.check_provider(third)
     failing = await client.post(trigger, json={"reason": "x", "to_provider_id": str(third)}, headers=bearer)
     assert failing.status_code == 409 and "Postmark is failing" in failing.json()["detail"]
     for bogus in ("nope", str(uuid.uuid4())):
         answer = await client.post(trigger, json={"reason": "x", "to_provider_id": bogus}, headers=bearer)
         assert "to_provider_id" in fields_of(answer)
-    assert [a["reason"] for a in await services.audit_trail(org.id, integration)] == ["vendor fixed it", "try Postmark"]
+    assert [a["reason"] for a in await queries.audit_trail(org.id, integration)] == ["vendor fixed it", "try Postmark"]
 
 
 async def test_the_panel_offers_each_provider_and_the_primary_as_a_failback(client, factory, receiver):
@@ -564,9 +564,9 @@ async def test_the_panel_sums_up_each_providers_recent_checks(client, factory, r
     provider = await setup.create_provider(
         admin.org.id, integration, {"name": "Twilio", "endpoint_url": receiver.url, "health_url": receiver.url}
     )
-    await services.check_provider(provider)
+    await health.check_provider(provider)
     receiver.default = Answer(status=503)
-    await services.check_provider(provider)
+    await health.check_provider(provider)
     await sign_in(client, admin)
     page = (await client.get(f"{PAGES}/{integration}")).text
     assert re.search(r"50% up of the last 2 checks, median \d+ ms", page)

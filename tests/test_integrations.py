@@ -3,13 +3,13 @@ automatic failover and failback from health checks and from real calls, manual t
 
 from __future__ import annotations
 
-import asyncio
 import json
+import time
 
 import pytest
 
 from app.core import db, problems
-from app.integrations import services
+from app.integrations import calls, failover, health
 from tests.receiver import Answer, Receiver
 
 FAST = {
@@ -32,11 +32,9 @@ async def providers():
 async def setup(factory, providers, **settings):
     org = await factory.org()
     primary, secondary = providers
-    integration = await services.create_integration(org.id, "Email delivery", "email", **(FAST | settings))
-    first = await services.add_provider(
-        integration, "SendGrid", primary.url, primary.url, priority=1, credentials="sg-key"
-    )
-    second = await services.add_provider(
+    integration = await factory.integration(org.id, "Email delivery", "email", **(FAST | settings))
+    first = await factory.provider(integration, "SendGrid", primary.url, primary.url, priority=1, credentials="sg-key")
+    second = await factory.provider(
         integration, "Mailgun", secondary.url, secondary.url, priority=2, credentials="mg-key"
     )
     return org, integration, first, second
@@ -65,11 +63,11 @@ async def published(event_type):
 async def test_health_checks_fail_over_when_the_primary_goes_down_and_back_when_it_recovers(factory, providers):
     primary, _ = providers
     _org, integration, first, second = await setup(factory, providers)
-    assert await services.check_provider(first) is True
+    assert await health.check_provider(first) is True
     primary.default = Answer(status=503)
-    assert await services.check_provider(first) is False
+    assert await health.check_provider(first) is False
     assert await active_of(integration) in (None, first)  # one failure: the breaker is still closed
-    await services.check_provider(first)
+    await health.check_provider(first)
     assert await active_of(integration) == second
     [switch] = await audit(integration)
     assert (switch["kind"], switch["trigger"], switch["from_provider_id"], switch["to_provider_id"]) == (
@@ -82,11 +80,10 @@ async def test_health_checks_fail_over_when_the_primary_goes_down_and_back_when_
     assert [e["to_provider"] for e in await published("integration.failover")] == ["Mailgun"]
 
     primary.default = Answer(status=200)
-    await asyncio.sleep(1.1)  # the cooldown: the next check is a probe
-    assert await services.check_provider(first) is True
+    later = time.time() + 1.1  # past the cooldown (the breaker's clock, injected): the next check is a probe
+    assert await health.check_provider(first, now=later) is True
     assert await active_of(integration) == second  # healthy, but not for long enough yet
-    await asyncio.sleep(1.1)
-    await services.check_provider(first)
+    await health.check_provider(first, now=later + 1.1)
     assert await active_of(integration) == first
     assert [e["to_provider"] for e in await published("integration.failback")] == ["SendGrid"]
     assert [a["kind"] for a in await audit(integration)] == ["failover", "failback"]
@@ -97,27 +94,27 @@ async def test_failed_calls_count_too_and_the_next_call_goes_to_the_next_provide
     _, integration, first, second = await setup(factory, providers, failback_mode="manual")
     primary.default = Answer(status=500)
     for _ in range(2):
-        with pytest.raises(services.CallFailed, match="SendGrid answered HTTP 500"):
-            await services.call_integration(integration, "send", {"to": "ada@example.test"})
+        with pytest.raises(calls.CallFailed, match="SendGrid answered HTTP 500"):
+            await calls.call_integration(integration, "send", {"to": "ada@example.test"})
     assert await active_of(integration) == second
-    result = await services.call_integration(integration, "send", {"to": "ada@example.test"})
+    result = await calls.call_integration(integration, "send", {"to": "ada@example.test"})
     assert result["provider"] == "Mailgun" and result["status"] == 200
     [call] = secondary.log
     assert (call.method, call.path) == ("POST", "/hook/send")
     assert call.headers["authorization"] == "Bearer mg-key" and json.loads(call.body) == {"to": "ada@example.test"}
     # Manual failback: the primary recovering changes nothing by itself.
     primary.default = Answer(status=200)
-    await asyncio.sleep(2.2)
-    await services.check_provider(first)
-    await services.check_provider(first)
+    later = time.time() + 1.1  # past the cooldown, then healthy for longer than failback_after_seconds
+    await health.check_provider(first, now=later)
+    await health.check_provider(first, now=later + 1.1)
     assert await active_of(integration) == second
 
 
 async def test_a_manual_failover_is_audited_and_announced(factory, providers):
     org, integration, first, _second = await setup(factory, providers)
     with pytest.raises(problems.Problem, match="Say why"):
-        await services.trigger_failover(org.id, integration, "  ", "admin@example.test")
-    moved = await services.trigger_failover(org.id, integration, "SendGrid maintenance window", "admin@example.test")
+        await failover.trigger_failover(org.id, integration, "  ", "admin@example.test")
+    moved = await failover.trigger_failover(org.id, integration, "SendGrid maintenance window", "admin@example.test")
     assert moved == {"from": "SendGrid", "to": "Mailgun", "kind": "failover"}
     [row] = await audit(integration)
     assert (row["trigger"], row["reason"], row["actor"]) == (
@@ -127,32 +124,32 @@ async def test_a_manual_failover_is_audited_and_announced(factory, providers):
     )
     [event] = await published("integration.failover")
     assert event["trigger"] == "manual" and event["from_provider"] == "SendGrid"
-    back = await services.trigger_failover(org.id, integration, "maintenance over", "admin@example.test")
+    back = await failover.trigger_failover(org.id, integration, "maintenance over", "admin@example.test")
     assert back["kind"] == "failback" and await active_of(integration) == first
     other = await factory.org()
     with pytest.raises(problems.NotFound):
-        await services.trigger_failover(other.id, integration, "not mine", "mallory@example.test")
+        await failover.trigger_failover(other.id, integration, "not mine", "mallory@example.test")
 
 
 async def test_nowhere_to_fail_over_to_is_an_error_not_a_switch(factory, providers):
     _primary, secondary = providers
     org, integration, _first, second = await setup(factory, providers)
     secondary.default = Answer(status=503)
-    await services.check_provider(second)
+    await health.check_provider(second)
     with pytest.raises(problems.Problem, match="nowhere to fail over to"):
-        await services.trigger_failover(org.id, integration, "try", "admin@example.test")
+        await failover.trigger_failover(org.id, integration, "try", "admin@example.test")
     assert await audit(integration) == []
 
 
 async def test_a_call_over_the_rate_limit_is_deferred_not_dropped(factory, providers):
     org = await factory.org()
     primary, _ = providers
-    integration = await services.create_integration(org.id, "SMS", "sms")
-    await services.add_provider(integration, "Twilio", primary.url, primary.url, priority=1, rate_limit_per_hour=2)
+    integration = await factory.integration(org.id, "SMS", "sms")
+    await factory.provider(integration, "Twilio", primary.url, primary.url, priority=1, rate_limit_per_hour=2)
     for _ in range(2):
-        await services.call_integration(integration, "send", {"n": 1})
-    with pytest.raises(services.Deferred) as deferred:
-        await services.call_integration(integration, "send", {"n": 3})
+        await calls.call_integration(integration, "send", {"n": 1})
+    with pytest.raises(calls.Deferred) as deferred:
+        await calls.call_integration(integration, "send", {"n": 3})
     assert 1700 < deferred.value.retry_after <= 1800  # two an hour: the next token in 30 minutes
     assert len(primary.log) == 2
 
@@ -163,7 +160,7 @@ async def test_the_scheduler_and_a_worker_run_the_checks_and_fail_over_on_their_
     from tests.pipeline import wait_until
 
     primary, _ = providers
-    _, integration, first, second = await setup(factory, providers, health_interval_seconds=1)
+    _, integration, first, second = await setup(factory, providers, health_interval_seconds=5)  # the shortest
     primary.default = Answer(status=503)
 
     async def failed_over():
@@ -179,7 +176,7 @@ async def test_the_api_shows_health_and_failover_and_takes_changes_and_triggers(
     primary, _ = providers
     org, integration, first, _second = await setup(factory, providers)
     primary.default = Answer(status=503)
-    await services.check_provider(first)
+    await health.check_provider(first)
     _, token = await factory.token(org, scopes="integrations:write")
     bearer = {"authorization": f"Bearer {token}"}
     listed = (await client.get("/api/v1/integrations", headers=bearer)).json()["items"]

@@ -370,19 +370,18 @@ async def test_key_rotation_reseals_every_secret_with_the_new_key(client, factor
 
     admin = await admin_with_sandbox(client, factory)
     connection_id = await connect(client)
-    from app.integrations import services as integrations
+    from app.integrations import calls as integration_calls
+    from app.integrations import setup as integration_setup
 
-    integration = await integrations.create_integration(admin.org.id, "Email", "email")
-    await integrations.add_provider(
-        integration, "p", "http://127.0.0.1:9/", "http://127.0.0.1:9/", priority=1, credentials="k"
-    )
+    integration = await factory.integration(admin.org.id, "Email", "email")
+    await factory.provider(integration, "p", "http://127.0.0.1:9/", "http://127.0.0.1:9/", priority=1, credentials="k")
     webhook, secret = await webhooks.create_webhook(
         admin.org.id, {"name": "w", "url": "http://127.0.0.1:9/h", "event_patterns": ["*"], "headers": {"X-Key": "k"}}
     )
     token = await refresh.get_access_token(connection_id)
     new_ring = crypto.KeyRing((b"\x07" * 32, *get_settings().security.encryption_keys))
     monkeypatch.setattr(crypto, "get_keyring", lambda: new_ring)
-    for module in (keyrotation, vault, webhooks, integrations):
+    for module in (keyrotation, vault, webhooks, integration_setup, integration_calls):
         monkeypatch.setattr(module, "get_keyring", lambda: new_ring)
     done = await keyrotation.rotate()
     assert done["oauth_connections.access_token"] == 1 and done["webhooks.secret"] == 1

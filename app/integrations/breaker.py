@@ -5,7 +5,9 @@ States: **closed** (calls go through), **open** (no calls; the integration fails
 again with a longer cooldown). A closed breaker opens after `failure_threshold` consecutive failures,
 or when the failure rate over the last `window_seconds` reaches `failure_rate` with at least
 `min_calls` calls. The cooldown doubles with each trip that follows another without a clean close,
-up to `cooldown_max_seconds`. Real calls and health checks both report their outcomes here.
+up to `cooldown_max_seconds` (app.core.backoff's one formula, without jitter: a breaker's cooldown is
+shared by every process, so there is no crowd to spread). Real calls and health checks both report
+their outcomes here.
 
 Every transition happens inside one Lua script, so two workers reporting at once cannot both trip it
 or both close it.
@@ -17,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from app.core.backoff import Backoff
 from app.core.redis import get_redis, run_script
 
 BUCKET_SECONDS = 5  # the failure-rate window is counted in buckets of this many seconds
@@ -46,15 +49,26 @@ class BreakerState:
         return self.state != "open"
 
 
+def cooldowns(policy: BreakerPolicy) -> list[float]:
+    """The cooldown after the 1st, 2nd, ... trip in a row, up to the first that reaches the cap (every
+    later trip waits that long too)."""
+    backoff = Backoff(first=policy.cooldown_seconds, cap=policy.cooldown_max_seconds, jitter=(1.0, 1.0))
+    waits = [backoff.base(1)]
+    while waits[-1] < policy.cooldown_max_seconds and len(waits) < 64:
+        waits.append(backoff.base(len(waits) + 1))
+    return waits
+
+
 # KEYS[1] the breaker hash, KEYS[2] the window hash.
 # ARGV: now, outcome (1 success, 0 failure, -1 none: just read and advance open -> half_open),
-# failure_threshold, failure_rate, min_calls, window_seconds, cooldown, cooldown_max, probe_successes, bucket
+# failure_threshold, failure_rate, min_calls, window_seconds, probe_successes, bucket, then cooldowns(policy)
 _SCRIPT = """
 local now = tonumber(ARGV[1])
 local outcome = tonumber(ARGV[2])
 local threshold, rate, min_calls = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local window, cooldown, cooldown_max = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local probes, bucket = tonumber(ARGV[9]), tonumber(ARGV[10])
+local window, probes, bucket = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local waits = {}
+for i = 9, #ARGV do waits[#waits + 1] = tonumber(ARGV[i]) end
 
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 local consecutive = tonumber(redis.call('HGET', KEYS[1], 'consecutive') or '0')
@@ -63,9 +77,7 @@ local opened_at = tonumber(redis.call('HGET', KEYS[1], 'opened_at') or '0')
 local successes = tonumber(redis.call('HGET', KEYS[1], 'probe_ok') or '0')
 
 local function wait_for(n)
-  local w = cooldown * (2 ^ math.max(0, n - 1))
-  if w > cooldown_max then w = cooldown_max end
-  return w
+  return waits[math.min(math.max(n, 1), #waits)]
 end
 
 local function trip()
@@ -136,10 +148,9 @@ async def _run(provider_id: uuid.UUID, outcome: int, policy: BreakerPolicy, now:
             policy.failure_rate,
             policy.min_calls,
             policy.window_seconds,
-            policy.cooldown_seconds,
-            policy.cooldown_max_seconds,
             policy.probe_successes,
             BUCKET_SECONDS,
+            *cooldowns(policy),
         ],
     )
     state, consecutive, trips, opened_at, retry_at = result

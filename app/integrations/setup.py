@@ -1,4 +1,6 @@
-"""Setting integrations up: create, change and remove integrations and their providers (pages and API).
+"""Setting integrations up: create, change and remove integrations and their providers. The one way to
+make them: the pages, the API, the demo seed and the tests all come through here, so none of them can
+store what an admin could not.
 
 Every input is checked field by field and nothing is saved unless all of it is good (`fields.invalid`
 answers 422 with the field errors). A provider is authorised by sealed credentials (sent as a Bearer
@@ -19,8 +21,9 @@ import asyncpg
 from app.core import db, fields
 from app.core.crypto import get_keyring
 from app.core.outbound import OutboundRefused, check_url
-from app.integrations import services
-from app.integrations.services import NotFound, ProviderView
+from app.core.problems import NotFound
+from app.integrations.failover import next_usable, switch
+from app.integrations.state import ProviderView, active_of, credentials_context, load, owned
 
 # What an integration does; the pages offer these, the API accepts their keys.
 KINDS = {
@@ -84,17 +87,29 @@ def _name_taken(what: str) -> Exception:
 
 
 async def create_integration(org_id: uuid.UUID, data: Any) -> uuid.UUID:
+    """A new integration with the default failover settings (change them with failover.update_failover)."""
     columns = _integration_columns(data, partial=False)
+    integration_id = uuid.uuid4()
     try:
-        return await services.create_integration(org_id, **columns)
+        async with db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO integrations (id, org_id, name, kind, description, created_at, updated_at) "
+                "VALUES ($1, $2, $3, $4, $5, now(), now())",
+                integration_id,
+                org_id,
+                columns["name"],
+                columns["kind"],
+                columns.get("description", ""),
+            )
     except asyncpg.UniqueViolationError:
         raise _name_taken("integration") from None
+    return integration_id
 
 
 async def update_integration(org_id: uuid.UUID, integration_id: uuid.UUID, data: Any) -> None:
     columns = _integration_columns(data, partial=True)
     async with db.connection() as conn:
-        await services.owned(conn, org_id, integration_id)
+        await owned(conn, org_id, integration_id)
         if columns:
             await _update_row(conn, "integrations", integration_id, columns, "integration")
 
@@ -208,14 +223,14 @@ async def _provider_columns(conn, org_id: uuid.UUID, data: Any, *, partial: bool
 
 def _sealed(provider_id: uuid.UUID, columns: dict[str, Any]) -> dict[str, Any]:
     if columns.get("credentials"):
-        columns["credentials"] = get_keyring().seal(columns["credentials"], services.credentials_context(provider_id))
+        columns["credentials"] = get_keyring().seal(columns["credentials"], credentials_context(provider_id))
     return columns
 
 
 async def create_provider(org_id: uuid.UUID, integration_id: uuid.UUID, data: Any) -> uuid.UUID:
     """Adds a provider; without a priority it goes last (after the others, in steps of 10)."""
     async with db.connection() as conn:
-        await services.owned(conn, org_id, integration_id)
+        await owned(conn, org_id, integration_id)
     provider_id = uuid.uuid4()
     columns = _sealed(provider_id, await validate_provider(org_id, data, partial=False))
     async with db.connection() as conn, conn.transaction():
@@ -247,7 +262,7 @@ async def validate_provider(org_id: uuid.UUID, data: Any, *, partial: bool) -> d
 
 async def _locked(conn, org_id: uuid.UUID, integration_id: uuid.UUID) -> tuple[Any, list[ProviderView]]:
     """The integration and its providers, locked against evaluate() and other changes till commit."""
-    integration, views = await services.load(conn, integration_id, lock=True)
+    integration, views = await load(conn, integration_id, lock=True)
     if integration["org_id"] != org_id:
         raise NotFound("No such integration in this organisation.")
     return integration, views
@@ -257,7 +272,7 @@ async def _pin_traffic(conn, integration, views: list[ProviderView], rows_after:
     """Before a change of providers (`rows_after`: them as they will be): traffic stays where it goes
     now (a new provider first in priority, or one re-enabled, becomes the primary but takes traffic
     only by an audited failback), and if the primary changes, its healthy time starts afresh."""
-    active = services.active_of(integration, views)
+    active = active_of(integration, views)
     new_primary = _primary_id([v.row for v in views]) != _primary_id(rows_after)
     await conn.execute(
         "UPDATE integrations SET active_provider_id = $2, "
@@ -285,20 +300,6 @@ async def check_owned_provider(org_id: uuid.UUID, integration_id: uuid.UUID, pro
         )
     if not found:
         raise NotFound("No such provider in this integration.")
-
-
-async def provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider_id: uuid.UUID) -> dict[str, Any]:
-    """One provider as pages and the API show it (whether credentials are set, never what they are)."""
-    [integration] = await services.overview(org_id, integration_id)
-    return pick_provider(integration, provider_id)
-
-
-def pick_provider(integration: dict[str, Any], provider_id: uuid.UUID) -> dict[str, Any]:
-    """One provider out of an integration's overview (services.overview) already read."""
-    found = next((p for p in integration["providers"] if p["id"] == str(provider_id)), None)
-    if found is None:
-        raise NotFound("No such provider in this integration.")
-    return found
 
 
 async def update_provider(
@@ -338,11 +339,11 @@ async def delete_provider(org_id: uuid.UUID, integration_id: uuid.UUID, provider
 async def _move_traffic_off(conn, integration, views: list[ProviderView], leaving: ProviderView, reason, actor):
     """If traffic goes to `leaving`, switch it to the next usable provider (or, if none is usable, the
     next enabled one: better a provider that may recover than none), audited as a manual switch."""
-    active = services.active_of(integration, views)
+    active = active_of(integration, views)
     if active is None or active.id != leaving.id:
         return
     others = [v for v in views if v.id != leaving.id]
-    target = services.next_usable(views, after=leaving) or next((v for v in others if v.row["enabled"]), None)
+    target = next_usable(views, after=leaving) or next((v for v in others if v.row["enabled"]), None)
     if target is None:
         await conn.execute(
             "UPDATE integrations SET active_provider_id = NULL, updated_at = now() WHERE id = $1", integration["id"]
@@ -350,4 +351,4 @@ async def _move_traffic_off(conn, integration, views: list[ProviderView], leavin
         return
     primary = next(v for v in views if v.row["enabled"])
     kind = "failback" if target.id == primary.id else "failover"
-    await services.switch(conn, integration, leaving, target, kind, "manual", reason, actor)
+    await switch(conn, integration, leaving, target, kind, "manual", reason, actor)

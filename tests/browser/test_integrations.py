@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from playwright.async_api import expect
 
-from app.integrations import services
 from tests.browser.pages import IntegrationPage, LoginPage
 from tests.factories import PASSWORD
 from tests.receiver import Answer, Receiver
@@ -15,18 +14,18 @@ async def test_the_panel_shows_the_failover_and_the_failback(page, factory, live
     primary, backup = await Receiver().start(), await Receiver().start()
     try:
         admin = await factory.user(role="admin")
-        integration = await services.create_integration(
+        integration = await factory.integration(
             admin.org.id,
             "Email delivery",
             "email",
-            health_interval_seconds=1,
+            health_interval_seconds=5,  # the shortest the settings allow
             breaker_failure_threshold=2,
-            breaker_cooldown_seconds=1,
+            breaker_cooldown_seconds=10,  # longer than a check interval: the panel sees the circuit open
             breaker_probe_successes=1,
             failback_after_seconds=2,
         )
-        await services.add_provider(integration, "Primary", primary.url, primary.url, priority=1)
-        await services.add_provider(integration, "Backup", backup.url, backup.url, priority=2)
+        await factory.provider(integration, "Primary", primary.url, primary.url, priority=1)
+        await factory.provider(integration, "Backup", backup.url, backup.url, priority=2)
         await (await LoginPage(page).open()).sign_in(admin.user.email, PASSWORD)
         await page.goto(f"{live_server}/employee/admin/integrations/integrations/{integration}")
         panel = IntegrationPage(page)
