@@ -13,7 +13,7 @@ from typing import Any
 from app.core import db
 from app.core.fields import as_uuid
 from app.core.paging import BadQuery, check_limit, decode_cursor, encode_cursor
-from app.webhooks.delivery import build_body
+from app.webhooks import delivery as engine  # build_body; bound late: the engine imports dlq, which reads here
 from app.webhooks.tables import DeliveryStatus
 
 DELIVERY_COLUMNS = (
@@ -116,7 +116,7 @@ async def get_delivery(org_id: uuid.UUID, delivery_id: uuid.UUID | str) -> dict[
         )
     delivery = dict(row)
     # The exact bytes every attempt sent (they are the same on each): what "Copy as curl" reproduces.
-    delivery["request_body"] = build_body(row).decode()
+    delivery["request_body"] = engine.build_body(row).decode()
     delivery["payload"] = json.loads(delivery["payload"])
     delivery["metadata"] = json.loads(delivery["metadata"])
     delivery["attempts"] = [
