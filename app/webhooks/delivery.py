@@ -208,6 +208,8 @@ async def _attempt(row) -> tuple[Sent, dict[str, str], datetime]:
 
 
 async def record_successes(items: list) -> None:
+    """Record successful attempts, one or many, in one statement: the only way a delivery reaches
+    success, so a single send and a batch are recorded alike."""
     columns: list[list] = [[] for _ in range(12)]
     for row, sent, shown, at in items:
         values = (
