@@ -261,7 +261,9 @@ class RetryQueued(msgspec.Struct):
     status: str = "pending"
 
 
-async def list_dlq(org_id: uuid.UUID, dlq_filter: DlqFilter, limit: int | None = None, cursor: str | None = None):
+async def list_dlq(
+    org_id: uuid.UUID, dlq_filter: DlqFilter, limit: int | None = None, cursor: str | None = None
+) -> DlqPage:
     """Newest first, a keyset page (cursor over dlq_at, id)."""
     where, args = dlq_filter.where(org_id)
     page = await queries.keyset_page(where, args, "d.dlq_at", check_limit(limit), cursor)
