@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from app.webhooks import delivery, operations
+from app.webhooks import bulk, delivery
 
 
 # max_retries: Dramatiq's own retries cover only unexpected errors (a database restart mid-attempt);
@@ -22,4 +22,4 @@ async def deliver_batch(delivery_ids: list[str]) -> list[delivery.RetryRequest]:
 
 @dramatiq.actor(queue_name="bulk", max_retries=5, time_limit=3_600_000)
 async def run_bulk_job(job_id: str) -> None:
-    await operations.run_bulk(job_id)
+    await bulk.run_bulk(job_id)

@@ -9,7 +9,7 @@ import pytest
 
 from app.core import db
 from app.core.times import parse_retry_after
-from app.webhooks import delivery, schedule
+from app.webhooks import delivery, schedule, statements
 from app.webhooks.delivery import Sent
 from tests.pipeline import FAST, drained, settled, wait_until
 from tests.receiver import Answer
@@ -82,7 +82,7 @@ async def test_a_late_worker_cannot_overwrite_what_the_sweep_decided(api, receiv
     first = await settled(event_id, hook["id"], "failed")
     async with db.connection() as conn:
         await conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now() WHERE id = $1", first["id"])
-        claimed = await conn.fetchrow(delivery.CLAIM_SQL, [first["id"]], 30)
+        claimed = await conn.fetchrow(statements.CLAIM, [first["id"]], 30)
         # The worker stalls past its lease; the sweep records the attempt as lost and reschedules
         await conn.execute(
             "UPDATE webhook_deliveries SET lease_expires_at = now() - interval '1 s' WHERE id = $1", first["id"]
@@ -90,7 +90,7 @@ async def test_a_late_worker_cannot_overwrite_what_the_sweep_decided(api, receiv
     await schedule.sweep()
     # Then the stalled worker wakes up with a success
     sent = Sent(200, {}, "late", False, None, None, 5)
-    assert await delivery.record(claimed, sent, {}, datetime.now(UTC)) is None
+    assert await delivery.record_successes([(claimed, sent, {}, datetime.now(UTC))]) is None
     row = await settled(event_id, hook["id"], "failed")
     assert row["attempt_count"] == 2  # the sweep's decision stands
     outcomes = [a["outcome"] for a in (await api.get(f"/deliveries/{first['id']}")).json()["attempts"]]

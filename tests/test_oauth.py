@@ -366,6 +366,7 @@ async def test_a_short_lived_token_stays_valid_through_many_lifetimes(
 async def test_key_rotation_reseals_every_secret_with_the_new_key(client, factory, sandbox, monkeypatch):
     from app.core import keyrotation
     from app.core.settings import get_settings
+    from app.webhooks import secrets as webhook_secrets
     from app.webhooks import services as webhooks
 
     admin = await admin_with_sandbox(client, factory)
@@ -381,7 +382,7 @@ async def test_key_rotation_reseals_every_secret_with_the_new_key(client, factor
     token = await refresh.get_access_token(connection_id)
     new_ring = crypto.KeyRing((b"\x07" * 32, *get_settings().security.encryption_keys))
     monkeypatch.setattr(crypto, "get_keyring", lambda: new_ring)
-    for module in (keyrotation, vault, webhooks, integration_setup, integration_calls):
+    for module in (keyrotation, vault, webhook_secrets, integration_setup, integration_calls):
         monkeypatch.setattr(module, "get_keyring", lambda: new_ring)
     done = await keyrotation.rotate()
     assert done["oauth_connections.access_token"] == 1 and done["webhooks.secret"] == 1

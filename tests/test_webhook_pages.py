@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from app.webhooks import services
+from app.webhooks import retry_config, services
 from app.webhooks.tables import RetryPolicy, Webhook
 from tests.factories import csrf_headers, sign_in
 
@@ -180,7 +180,7 @@ async def test_retry_config_page_previews_saves_and_refuses(client, factory):
         data=form(client, strategy="linear", base_delay_ms="2000", max_delay_ms="20000", max_retries="6", jitter="on"),
     )
     assert saved.status_code == 200 and "Saved." in saved.text
-    policy = await services.org_policy(admin.org.id)
+    policy = await retry_config.org_policy(admin.org.id)
     assert (policy.strategy, policy.base_delay_ms, policy.max_retries, policy.jitter) == ("linear", 2000, 6, True)
 
 
@@ -221,7 +221,7 @@ async def test_unknown_status_filter_on_the_webhook_page_shows_everything(client
 
 async def test_dlq_page_actions_on_another_organisations_items_are_not_found(client, factory):
     from app.events import services as events
-    from app.webhooks import fanout, operations
+    from app.webhooks import bulk, dlq, fanout
 
     owner = await factory.user()
     webhook, _ = await services.create_webhook(
@@ -230,7 +230,7 @@ async def test_dlq_page_actions_on_another_organisations_items_are_not_found(cli
     await events.publish(owner.org.id, "job.created", {})
     (delivery_id,) = (await fanout.fan_out_backlog())[1]
     await services.set_enabled(owner.org.id, webhook.id, False)
-    job_id = await operations.start_bulk(owner.org.id, "dlq_clear", operations.DlqFilter(), None)
+    job_id = await bulk.start_bulk(owner.org.id, "dlq_clear", dlq.DlqFilter(), None)
     await sign_in(client, await factory.user())
     assert (await client.post(f"{BASE}/deliveries/{delivery_id}/replay", data=form(client))).status_code == 404
     assert (await client.post(f"{BASE}/dlq/{delivery_id}/clear", data=form(client))).status_code == 404

@@ -139,14 +139,14 @@ async def test_bad_query_parameters_are_problems(client, writer):
 
 async def test_another_organisations_dlq_items_and_jobs_are_out_of_reach(client, writer, factory):
     from app.events import services as events
-    from app.webhooks import fanout, operations
+    from app.webhooks import bulk, dlq, fanout
 
     org, headers = writer
     body = (await client.post("/api/v1/webhooks", json=VALID, headers=headers)).json()
     await events.publish(org.id, "job.created", {})
     (delivery_id,) = (await fanout.fan_out_backlog())[1]
     await client.patch(f"/api/v1/webhooks/{body['id']}", json={"enabled": False}, headers=headers)
-    job_id = await operations.start_bulk(org.id, "dlq_clear", operations.DlqFilter(), None)
+    job_id = await bulk.start_bulk(org.id, "dlq_clear", dlq.DlqFilter(), None)
     other = await factory.org()
     _, token = await factory.token(other, scopes="webhooks:write,dlq:write")
     theirs = bearer(token)

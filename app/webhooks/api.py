@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, TypeVar
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.exceptions import NotFoundException
 from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 
@@ -17,9 +17,21 @@ from app.accounts.auth import principal_of
 from app.core import paging, times
 from app.core.apidoc import errors
 from app.core.problems import Problem
-from app.webhooks import operations, queries, retry, schemas, services, signing, stats
-from app.webhooks.operations import DlqFilter
-from app.webhooks.tables import DeliveryStatus, DlqReason, Webhook
+from app.webhooks import (
+    bulk,
+    dlq,
+    operations,
+    queries,
+    retry,
+    retry_config,
+    schemas,
+    secrets,
+    services,
+    signing,
+    stats,
+    validation,
+)
+from app.webhooks.tables import DeliveryStatus, Webhook
 
 READ = {"scopes": ["webhooks:read"]}
 WRITE = {"scopes": ["webhooks:write"]}
@@ -54,13 +66,13 @@ def _shown(webhook: Webhook) -> dict[str, Any]:
     policy = json.loads(webhook.retry_policy) if isinstance(webhook.retry_policy, str) else webhook.retry_policy
     rotating = webhook.previous_secret_expires_at
     return {
-        "headers": services.shown_headers(webhook),
+        "headers": secrets.shown_headers(webhook),
         "retry_policy": None if policy is None else _out(schemas.RetryPolicy, policy),
         "secret_rotating_until": rotating if rotating and rotating > datetime.now().astimezone() else None,
     }
 
 
-def _invalid(error: services.WebhookInvalid | retry.PolicyError) -> Problem:
+def _invalid(error: validation.WebhookInvalid | retry.PolicyError) -> Problem:
     errors = [{"field": field, "message": message} for field, message in error.errors.items()]
     return Problem(
         422, "The webhook is not valid: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors
@@ -118,7 +130,7 @@ class WebhooksApi(Controller):
     ) -> schemas.WebhookCreated:
         try:
             webhook, secret = await services.create_webhook(principal_of(request).org_id, await _sent(request))
-        except services.WebhookInvalid as error:
+        except validation.WebhookInvalid as error:
             raise _invalid(error) from None
         return _out(schemas.WebhookCreated, webhook, **_shown(webhook), secret=secret)
 
@@ -139,7 +151,7 @@ class WebhooksApi(Controller):
         webhook = await services.get_webhook(org_id, webhook_id)
         try:
             return webhook_out(await services.update_webhook(org_id, webhook.id, await _sent(request)))
-        except services.WebhookInvalid as error:
+        except validation.WebhookInvalid as error:
             raise _invalid(error) from None
 
     @delete(
@@ -173,10 +185,10 @@ class WebhooksApi(Controller):
     )
     async def rotate(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> schemas.SecretRotated:
         webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
-        secret = await services.rotate_secret(principal_of(request).org_id, webhook.id)
+        secret = await secrets.rotate_secret(webhook)
         return schemas.SecretRotated(
             secret=secret,
-            previous_valid_until=datetime.now().astimezone() + services.ROTATION_OVERLAP,
+            previous_valid_until=datetime.now().astimezone() + secrets.ROTATION_OVERLAP,
             hint=signing.mask(secret),
         )
 
@@ -282,13 +294,14 @@ class RetryConfigApi(Controller):
 
     @get("/", opt=READ, summary="The organisation's default retry policy", responses=errors())
     async def get_config(self, request: Request) -> schemas.RetryPolicy:
-        return _out(schemas.RetryPolicy, await services.org_policy(principal_of(request).org_id))
+        return _out(schemas.RetryPolicy, await retry_config.org_policy(principal_of(request).org_id))
 
     @put("/", opt=WRITE, summary="Replace the organisation's default retry policy", responses=CHECKED)
     async def put_config(self, request: Request, data: JSONBody[schemas.RetryPolicyIn]) -> schemas.RetryPolicy:
         try:
             return _out(
-                schemas.RetryPolicy, await services.set_org_policy(principal_of(request).org_id, await request.json())
+                schemas.RetryPolicy,
+                await retry_config.set_org_policy(principal_of(request).org_id, await request.json()),
             )
         except retry.PolicyError as error:
             raise Problem(
@@ -298,30 +311,20 @@ class RetryConfigApi(Controller):
             ) from None
 
 
-def _dlq_filter(
-    webhook_id: Any, event_type: Any, reason: Any, since: datetime | None, until: datetime | None
-) -> DlqFilter:
-    for field, value in (("webhook_id", webhook_id), ("event_type", event_type), ("reason", reason)):
-        if value is not None and (not isinstance(value, str) or len(value) > 200 or "\x00" in value):
-            raise Problem(422, f"{field} must be a short text.", [{"field": field, "message": "must be a short text"}])
+def _filter(params: dict[str, Any]) -> dlq.DlqFilter:
     try:
-        hook = uuid.UUID(webhook_id) if webhook_id else None
-    except ValueError:
-        raise Problem(422, "webhook_id is not a UUID.", [{"field": "webhook_id", "message": "not a UUID"}]) from None
-    if reason is not None and reason not in {r.value for r in DlqReason}:
-        raise Problem(
-            422,
-            f"reason is one of {', '.join(r.value for r in DlqReason)}.",
-            [{"field": "reason", "message": "unknown reason"}],
-        )
-    return DlqFilter(webhook_id=hook, event_type=event_type, reason=reason, since=since, until=until)
+        return dlq.parse_filter(params)
+    except dlq.BadFilter as bad:
+        field_errors = [{"field": bad.field, "message": bad.message}] if bad.field and bad.message else None
+        raise Problem(422, str(bad), field_errors) from None
 
 
+# Litestar documents a 400 for every route with parameters; errors(400, ...) makes it problem+json.
 class DlqApi(Controller):
     path = "/dlq"
     tags = ["dlq"]
 
-    @get("/", opt=READ, summary="Dead-lettered deliveries, newest first")
+    @get("/", opt=READ, summary="Dead-lettered deliveries, newest first", responses=errors(400, 422))
     async def list_dlq(
         self,
         request: Request,
@@ -332,58 +335,72 @@ class DlqApi(Controller):
         until: FromQuery[datetime | None] = None,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
-    ) -> dict[str, Any]:
-        dlq_filter = _dlq_filter(webhook_id, event_type, reason, since, until)
-        return _page(await _query(queries.list_dlq(principal_of(request).org_id, dlq_filter, limit, cursor)))
+    ) -> dlq.DlqPage:
+        """Filters: webhook_id, event_type, reason (why it is there), since and until (when it got there)."""
+        dlq_filter = _filter(
+            {"webhook_id": webhook_id, "event_type": event_type, "reason": reason, "since": since, "until": until}
+        )
+        return await _query(dlq.list_dlq(principal_of(request).org_id, dlq_filter, limit, cursor))
 
-    @post("/{delivery_id:str}/retry", opt=DLQ_WRITE, status_code=202, summary="Retry one dead-lettered delivery")
-    async def retry_one(self, request: Request, delivery_id: FromPath[str]) -> dict[str, Any]:
+    @post(
+        "/{delivery_id:uuid}/retry",
+        opt=DLQ_WRITE,
+        status_code=202,
+        summary="Retry one dead-lettered delivery",
+        responses=errors(400, 404, 409),
+    )
+    async def retry_one(self, request: Request, delivery_id: FromPath[uuid.UUID]) -> dlq.RetryQueued:
         await _operation(operations.replay(principal_of(request).org_id, delivery_id, only_dlq=True))
-        return {"delivery_id": delivery_id, "status": "pending"}
+        return dlq.RetryQueued(delivery_id=delivery_id)
 
-    @delete("/{delivery_id:str}", opt=DLQ_WRITE, status_code=204, summary="Clear one item (kept, marked, for audit)")
-    async def clear_one(self, request: Request, delivery_id: FromPath[str]) -> None:
+    @delete(
+        "/{delivery_id:uuid}",
+        opt=DLQ_WRITE,
+        status_code=204,
+        summary="Clear one item (kept, marked, for audit)",
+        responses=errors(400, 404, 409),
+    )
+    async def clear_one(self, request: Request, delivery_id: FromPath[uuid.UUID]) -> None:
         principal = principal_of(request)
         await _operation(operations.clear(principal.org_id, delivery_id, principal.user_id))
 
-    @post("/retry", opt=DLQ_WRITE, status_code=202, summary="Retry everything the filter matches, as a job")
-    async def retry_bulk(self, request: Request, data: JSONBody[Any] = None) -> dict[str, Any]:
-        return await self._bulk(request, "dlq_retry", data)
+    @post(
+        "/retry",
+        opt=DLQ_WRITE,
+        status_code=202,
+        summary="Retry everything the filter matches, as a job",
+        responses=errors(400, 422),
+    )
+    async def retry_bulk(self, request: Request, data: JSONBody[dlq.FilterBody | None] = None) -> bulk.JobStarted:
+        return await _bulk(request, "dlq_retry", data)
 
-    @post("/clear", opt=DLQ_WRITE, status_code=202, summary="Clear everything the filter matches, as a job")
-    async def clear_bulk(self, request: Request, data: JSONBody[Any] = None) -> dict[str, Any]:
-        return await self._bulk(request, "dlq_clear", data)
-
-    async def _bulk(self, request: Request, kind: str, data: Any) -> dict[str, Any]:
-        body = {} if data is None else _object(data)
-        unknown = sorted(set(body) - {"webhook_id", "event_type", "reason", "since", "until"})
-        if unknown:
-            raise Problem(422, f"Unknown filter field {', '.join(unknown)}.")
-        try:
-            since = _aware(datetime.fromisoformat(body["since"])) if body.get("since") else None
-            until = _aware(datetime.fromisoformat(body["until"])) if body.get("until") else None
-        except (TypeError, ValueError):
-            raise Problem(422, "since and until are ISO 8601 times.") from None
-        dlq_filter = _dlq_filter(body.get("webhook_id"), body.get("event_type"), body.get("reason"), since, until)
-        principal = principal_of(request)
-        job_id = await operations.start_bulk(principal.org_id, kind, dlq_filter, principal.user_id)
-        return {"job_id": str(job_id)}
+    @post(
+        "/clear",
+        opt=DLQ_WRITE,
+        status_code=202,
+        summary="Clear everything the filter matches, as a job",
+        responses=errors(400, 422),
+    )
+    async def clear_bulk(self, request: Request, data: JSONBody[dlq.FilterBody | None] = None) -> bulk.JobStarted:
+        return await _bulk(request, "dlq_clear", data)
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+async def _bulk(request: Request, kind: str, data: dlq.FilterBody | None) -> bulk.JobStarted:
+    dlq_filter = _filter(msgspec.structs.asdict(data) if data is not None else {})
+    principal = principal_of(request)
+    return bulk.JobStarted(await bulk.start_bulk(principal.org_id, kind, dlq_filter, principal.user_id))
 
 
 class JobsApi(Controller):
     path = "/jobs"
     tags = ["jobs"]
 
-    @get("/{job_id:str}", opt=READ, summary="Progress of a bulk job")
-    async def get_job(self, request: Request, job_id: FromPath[str]) -> Response:
-        job = await queries.get_job(principal_of(request).org_id, job_id)
+    @get("/{job_id:uuid}", opt=READ, summary="Progress of a bulk job", responses=errors(400, 404))
+    async def get_job(self, request: Request, job_id: FromPath[uuid.UUID]) -> bulk.Job:
+        job = await bulk.get_job(principal_of(request).org_id, job_id)
         if job is None:
             raise NotFoundException("No such job in this organisation.")
-        return Response(job)
+        return job
 
 
 ROUTES = [WebhooksApi, DeliveriesApi, RetryConfigApi, DlqApi, JobsApi]

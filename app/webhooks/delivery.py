@@ -1,11 +1,8 @@
 """The delivery engine: claim, send, record.
 
-State machine (DESIGN): pending -> processing -> success; processing -> failed (retry scheduled at
-next_attempt_at) -> processing ...; processing -> dlq; dlq -> pending (retry from the DLQ). Every
-transition is one conditional UPDATE. The claim is the only way into `processing`, and it takes a
-`failed` delivery only once it is due, so a stray or duplicate message can never send early. Every
-write after the send is fenced by the attempt number the claim returned: a worker that outlived its
-lease cannot overwrite what the sweep or another worker decided since.
+The state machine and every statement that moves a delivery along it: statements.py. This module
+decides when each runs: a claim, one send per claimed delivery, then the outcome, recorded fenced by
+the attempt number the claim returned.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ import httpx
 
 from app import __version__
 from app.core import db, outbound, times
-from app.webhooks import schedule, services, signing, stats
+from app.webhooks import dlq, secrets, signing, statements, stats
 from app.webhooks.payloads import build_body
 from app.webhooks.tables import DlqReason
 
@@ -45,25 +42,6 @@ class RetryRequest:
     attempt_number: int  # the fencing token: the decision applies only if the claim is still ours
     attempt_id: str
     retry_after_ms: int | None
-
-
-# A retry message may arrive a little before next_attempt_at (clock skew, rounding): 500 ms early is
-# on time.
-CLAIM_SQL = """
-WITH claimed AS (
-    UPDATE webhook_deliveries d
-    SET status = 'processing', attempt_count = d.attempt_count + 1, updated_at = now(),
-        lease_expires_at = now() + make_interval(secs => w.timeout_seconds + $2)
-    FROM webhooks w
-    WHERE d.id = ANY($1::uuid[]) AND w.id = d.webhook_id
-      AND (d.status = 'pending' OR (d.status = 'failed' AND d.next_attempt_at <= now() + interval '500 ms'))
-    RETURNING d.id, d.org_id, d.webhook_id, d.event_id, d.event_type, d.attempt_count, d.attempts_base,
-              d.next_trigger, w.url, w.secret, w.previous_secret, w.previous_secret_expires_at, w.headers,
-              w.timeout_seconds, w.enabled, w.deleted_at
-)
-SELECT c.*, e.payload::text AS payload, e.metadata::text AS metadata, e.aggregate_id, e.created_at AS event_at
-FROM claimed c JOIN events e ON e.id = c.event_id
-"""
 
 
 def _clean(text: str | None) -> str | None:
@@ -147,13 +125,13 @@ async def deliver_many(delivery_ids: list[str]) -> list[RetryRequest]:
     Returns the RetryRequests for the backoff middleware."""
     keys = [uuid.UUID(str(i)) for i in delivery_ids]
     async with db.connection() as conn:
-        rows = await conn.fetch(CLAIM_SQL, keys, LEASE_MARGIN_SECONDS)
+        rows = await conn.fetch(statements.CLAIM, keys, LEASE_MARGIN_SECONDS)
         ready = []
         for row in rows:
             if (row["deleted_at"] is not None or not row["enabled"]) and row["next_trigger"] != "test":
                 reason = DlqReason.webhook_deleted if row["deleted_at"] is not None else DlqReason.webhook_disabled
                 async with conn.transaction():
-                    await schedule.to_dlq(conn, row, reason, fence=row["attempt_count"], undo_attempt=True)
+                    await dlq.to_dlq(conn, row, reason, fence=row["attempt_count"], undo_attempt=True)
             else:
                 ready.append(row)
     if not ready:
@@ -166,7 +144,7 @@ async def deliver_many(delivery_ids: list[str]) -> list[RetryRequest]:
     retries = []
     for row, sent, shown, at in done:
         if _outcome(sent.status) != "success":
-            retry_request = await record(row, sent, shown, at)
+            retry_request = await record_failure(row, sent, shown, at)
             if retry_request is not None:
                 retries.append(retry_request)
     return retries
@@ -179,50 +157,29 @@ async def _attempt(row) -> tuple[Sent, dict[str, str], datetime]:
     custom: dict[str, str] = {}
     try:
         body = build_body(row)
-        secrets = services.live_secrets(
+        signing_secrets = secrets.live_secrets(
             row["webhook_id"], row["secret"], row["previous_secret"], row["previous_secret_expires_at"], now
         )
-        custom = services.open_headers(row["webhook_id"], row["headers"])
+        custom = secrets.open_headers(row["webhook_id"], row["headers"])
         request_headers = {
             **custom,
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            **signing.signature_headers(str(row["id"]), row["event_type"], body, secrets, now),
+            **signing.signature_headers(str(row["id"]), row["event_type"], body, signing_secrets, now),
         }
         sent = await send(row["url"], body, request_headers, row["timeout_seconds"])
     except Exception as error:  # our bug or bad stored data: record it and let the policy decide
         log.exception("delivery %s failed before an answer", row["id"])
         sent = Sent(None, None, None, False, "internal", f"{type(error).__name__}: {error}", 0)
     shown = {
-        name: services.mask_value(name, value) if name in custom else value for name, value in request_headers.items()
+        name: secrets.mask_value(name, value) if name in custom else value for name, value in request_headers.items()
     }
     return sent, shown, now
 
 
-# Many successes in one statement: the attempts, the new states (fenced), and the failure counters.
-RECORD_SUCCESSES = """
-WITH attempts AS (
-    INSERT INTO delivery_attempts (id, delivery_id, attempt_number, trigger, started_at, duration_ms,
-                                   request_url, request_headers, response_status, response_headers,
-                                   response_body, response_truncated, outcome)
-    SELECT a.id, a.delivery_id, a.n, a.trigger, a.started_at, a.duration_ms, a.url, a.request_headers::jsonb,
-           a.status, a.response_headers::jsonb, a.body, a.truncated, 'success'
-    FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::int[], $7::text[],
-                $8::text[], $9::int[], $10::text[], $11::text[], $12::bool[])
-         AS a(id, delivery_id, n, trigger, started_at, duration_ms, url, request_headers, status, response_headers,
-              body, truncated)
-), reset AS (
-    UPDATE webhooks SET consecutive_failures = 0 WHERE id = ANY($13::uuid[]) AND consecutive_failures <> 0
-)
-UPDATE webhook_deliveries d SET status = 'success', completed_at = now(), updated_at = now(),
-    lease_expires_at = NULL, next_attempt_at = NULL, last_status_code = u.status, last_error = NULL,
-    next_trigger = 'scheduled'
-FROM unnest($2::uuid[], $3::int[], $9::int[]) AS u(id, n, status)
-WHERE d.id = u.id AND d.status = 'processing' AND d.attempt_count = u.n
-"""
-
-
 async def record_successes(items: list) -> None:
+    """Record successful attempts, one or many, in one statement: the only way a delivery reaches
+    success, so a single send and a batch are recorded alike."""
     columns: list[list] = [[] for _ in range(12)]
     for row, sent, shown, at in items:
         values = (
@@ -246,28 +203,12 @@ async def record_successes(items: list) -> None:
         )
     webhooks = list({row["webhook_id"] for row, *_ in items})
     async with db.connection() as conn:
-        await conn.execute(RECORD_SUCCESSES, *columns, webhooks)
+        await conn.execute(statements.RECORD_SUCCESSES, *columns, webhooks)
 
 
-INSERT_ATTEMPT = (
-    "INSERT INTO delivery_attempts (id, delivery_id, attempt_number, trigger, started_at, duration_ms, "
-    "request_url, request_headers, response_status, response_headers, response_body, response_truncated, "
-    "error_class, error_message, outcome) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, $11, $12, $13, $14, $15)"
-)
-# The success path in one statement (one round trip, one commit): the attempt and the new state.
-RECORD_SUCCESS = f"""
-WITH attempt AS ({INSERT_ATTEMPT}),
-reset AS (UPDATE webhooks SET consecutive_failures = 0 WHERE id = $16 AND consecutive_failures <> 0)
-UPDATE webhook_deliveries SET status = 'success', completed_at = now(), updated_at = now(),
-    lease_expires_at = NULL, next_attempt_at = NULL, last_status_code = $9, last_error = NULL,
-    next_trigger = 'scheduled'
-WHERE id = $2 AND status = 'processing' AND attempt_count = $3
-"""  # noqa: S608  (built from constants)
-
-
-async def record(row, sent: Sent, shown_headers: dict[str, str], started_at: datetime) -> RetryRequest | None:
-    """Store the attempt and its outcome atomically; hand retryable failures to the middleware."""
+async def record_failure(row, sent: Sent, shown_headers: dict[str, str], started_at: datetime) -> RetryRequest | None:
+    """Store a failed attempt and its outcome atomically; hand retryable failures to the middleware.
+    (Successes, also a single one, are recorded by record_successes.)"""
     status, outcome, fence = sent.status, _outcome(sent.status), row["attempt_count"]
     attempt_id = uuid.uuid4()
     values = (
@@ -290,34 +231,21 @@ async def record(row, sent: Sent, shown_headers: dict[str, str], started_at: dat
     stats.record_attempt(
         row["webhook_id"],
         started_at,
-        success=outcome == "success",
+        success=False,
         first=fence == 1,
         duration_ms=sent.duration_ms if status is not None else None,
     )
-    if outcome == "success":
-        async with db.connection() as conn:
-            await conn.execute(RECORD_SUCCESS, *values, row["webhook_id"])
-        return None
     async with db.connection() as conn, conn.transaction():
-        await conn.execute(INSERT_ATTEMPT, *values)
+        await conn.execute(statements.INSERT_ATTEMPT, *values)
         last_error = sent.error_message if status is None else f"HTTP {status}"
-        still_ours = await conn.fetchval(
-            "UPDATE webhook_deliveries SET last_status_code = $3, last_error = $4 "
-            "WHERE id = $1 AND status = 'processing' AND attempt_count = $2 RETURNING id",
-            row["id"],
-            fence,
-            status,
-            last_error,
-        )
+        still_ours = await conn.fetchval(statements.NOTE_FAILED_ANSWER, row["id"], fence, status, last_error)
         if outcome == "gone":
-            await services.disable_in_transaction(
-                conn, row["org_id"], row["webhook_id"], "the endpoint answered 410 Gone"
-            )
+            await dlq.disable_in_transaction(conn, row["org_id"], row["webhook_id"], "the endpoint answered 410 Gone")
         if still_ours is None:
             return None  # the sweep took it over meanwhile and has decided what comes next
         if outcome in ("gone", "non_retryable"):
             reason = DlqReason.gone if outcome == "gone" else DlqReason.non_retryable
-            await schedule.to_dlq(conn, row, reason, fence=fence)
+            await dlq.to_dlq(conn, row, reason, fence=fence)
             return None
     wait = times.parse_retry_after((sent.headers or {}).get("retry-after"), datetime.now(UTC))
     return RetryRequest(str(row["id"]), fence, str(attempt_id), None if wait is None else int(wait * 1000))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from app.core import db
+from app.webhooks import statements
 from app.webhooks.patterns import matches_any
 
 
@@ -44,12 +45,7 @@ async def fan_out_backlog(limit: int = 500) -> tuple[int, list[uuid.UUID]]:
         created = []
         if ids:
             created = await conn.fetch(
-                "INSERT INTO webhook_deliveries (id, org_id, webhook_id, event_id, event_type, status, "
-                "next_attempt_at, created_at, updated_at) "
-                "SELECT u.id, u.org_id, u.webhook_id, u.event_id, u.event_type, 'pending', now(), now(), now() "
-                "FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[]) "
-                "AS u(id, org_id, webhook_id, event_id, event_type) "
-                "ON CONFLICT (event_id, webhook_id) DO NOTHING RETURNING id",
+                statements.FAN_OUT_DELIVERIES,
                 ids,
                 org_col,
                 webhook_ids,

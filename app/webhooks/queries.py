@@ -1,4 +1,6 @@
-"""Reading deliveries, attempts, the DLQ and jobs: keyset-paginated, filtered, always per organisation."""
+"""Reading deliveries and their attempts: keyset-paginated, filtered, always per organisation.
+
+The DLQ's list: dlq.py; a bulk job's progress: bulk.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from typing import Any
 from app.core import db
 from app.core.fields import as_uuid
 from app.core.paging import BadQuery, check_limit, decode_cursor, encode_cursor
-from app.webhooks.operations import DlqFilter
 from app.webhooks.payloads import build_body
 from app.webhooks.tables import DeliveryStatus
 
@@ -28,9 +29,10 @@ class Page:
     next_cursor: str | None
 
 
-async def _page(
+async def keyset_page(
     sql_where: str, args: list[Any], order_column: str, limit: int, cursor: str | None, columns: str = DELIVERY_COLUMNS
 ) -> Page:
+    """Newest first by `order_column`, then id: a keyset page, so rows arriving meanwhile never shift it."""
     if cursor:
         at, row_id = decode_cursor(cursor)
         args = [*args, at, row_id]
@@ -79,7 +81,7 @@ async def list_deliveries(
             raise BadQuery("search", "Search by a delivery id or an event id (a UUID).")
         args.append(key)
         clauses.append(f"(d.id = ${len(args)} OR d.event_id = ${len(args)})")
-    return await _page(" AND ".join(clauses), args, "d.created_at", check_limit(limit), cursor)
+    return await keyset_page(" AND ".join(clauses), args, "d.created_at", check_limit(limit), cursor)
 
 
 async def next_retry(webhook_id: uuid.UUID):
@@ -88,13 +90,6 @@ async def next_retry(webhook_id: uuid.UUID):
             "SELECT min(next_attempt_at) FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'failed'",
             webhook_id,
         )
-
-
-async def list_dlq(
-    org_id: uuid.UUID, dlq_filter: DlqFilter, limit: int | None = None, cursor: str | None = None
-) -> Page:
-    where, args = dlq_filter.where(org_id)
-    return await _page(where, args, "d.dlq_at", check_limit(limit), cursor)
 
 
 async def get_delivery(org_id: uuid.UUID, delivery_id: uuid.UUID | str) -> dict[str, Any] | None:
@@ -133,17 +128,3 @@ async def get_delivery(org_id: uuid.UUID, delivery_id: uuid.UUID | str) -> dict[
         for a in attempts
     ]
     return delivery
-
-
-async def get_job(org_id: uuid.UUID, job_id: uuid.UUID | str) -> dict[str, Any] | None:
-    key = as_uuid(job_id)
-    if key is None:
-        return None
-    async with db.connection() as conn:
-        row = await conn.fetchrow(
-            "SELECT id, kind, status, total, processed, errors, created_at, finished_at FROM jobs "
-            "WHERE id = $1 AND org_id = $2",
-            key,
-            org_id,
-        )
-    return dict(row) if row else None

@@ -1,4 +1,4 @@
-"""What happens after a failed or lost attempt: the retry decision, the DLQ, and the sweep.
+"""What happens after a failed or lost attempt: the retry decision and the sweep (the DLQ itself: dlq.py).
 
 The backoff middleware (tasks/broker.py) calls `schedule_retry` after a retryable failure; the
 scheduler calls `sweep` once a second for what a lost message or a dead worker left behind. Both end
@@ -12,60 +12,17 @@ import uuid
 from datetime import timedelta
 
 from app.core import db
-from app.webhooks import retry, services, stats
+from app.webhooks import retry, retry_config, statements, stats
+from app.webhooks.dlq import to_dlq
 from app.webhooks.tables import DlqReason
 
 SWEEP_GRACE = timedelta(seconds=10)
 SWEEP_RECHECK = timedelta(seconds=20)  # a re-enqueued message lost again is re-enqueued after this
 SWEEP_BATCH = 500
-# Failed deliveries in a row (retries exhausted, or a non-retryable answer) that disable a webhook.
-# Deliveries, not attempts: a receiver that is down for a deploy fails many attempts at once under
-# load, and its deliveries still succeed on a later retry; a webhook is disabled when its deliveries
-# themselves keep failing. Any success resets the count.
-AUTO_DISABLE_AFTER = 10
-FAILED = (DlqReason.retries_exhausted, DlqReason.non_retryable, DlqReason.gone)
-
-DECISION_COLUMNS = (
-    "d.id, d.org_id, d.webhook_id, d.event_type, d.attempt_count, d.attempts_base, "
-    "w.retry_policy::text AS override, w.enabled, w.deleted_at"
-)
-
-
-async def to_dlq(conn, row, reason: DlqReason, *, fence: int | None = None, undo_attempt: bool = False) -> bool:
-    """processing -> dlq (only while the claim numbered `fence` is still the current one)."""
-    moved = await conn.fetchval(
-        "UPDATE webhook_deliveries SET status = 'dlq', dlq_reason = $2, dlq_at = now(), updated_at = now(), "
-        "lease_expires_at = NULL, next_attempt_at = NULL, cleared_at = NULL, cleared_by = NULL, "
-        "attempt_count = attempt_count - $3 "
-        "WHERE id = $1 AND ($4::int IS NULL OR (status = 'processing' AND attempt_count = $4)) RETURNING id",
-        row["id"],
-        reason.value,
-        1 if undo_attempt else 0,
-        fence,
-    )
-    if moved is None:
-        return False
-    await services.announce_dead_letter(
-        conn, row["org_id"], row["webhook_id"], row["id"], row["event_type"], reason.value
-    )
-    if reason in FAILED:
-        failures = await conn.fetchval(
-            "UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 WHERE id = $1 "
-            "RETURNING consecutive_failures",
-            row["webhook_id"],
-        )
-        if failures >= AUTO_DISABLE_AFTER:
-            await services.disable_in_transaction(
-                conn, row["org_id"], row["webhook_id"], f"{AUTO_DISABLE_AFTER} failed deliveries in a row"
-            )
-    return True
 
 
 async def _org_policy(conn, org_id) -> retry.Policy:
-    found = await conn.fetchrow(
-        "SELECT strategy, base_delay_ms, max_delay_ms, max_retries, jitter FROM retry_policies WHERE org_id = $1",
-        org_id,
-    )
+    found = await conn.fetchrow(statements.ORG_POLICY, org_id)
     return retry.Policy(**dict(found)) if found else retry.DEFAULT_POLICY
 
 
@@ -76,21 +33,15 @@ async def decide(conn, row, retry_after_ms: int | None, attempt_id: uuid.UUID) -
         await to_dlq(conn, row, reason)
         return None
     try:
-        policy = services.effective_policy(row["override"], await _org_policy(conn, row["org_id"]))
+        policy = retry_config.effective_policy(row["override"], await _org_policy(conn, row["org_id"]))
     except retry.PolicyError:
         policy = retry.DEFAULT_POLICY
     delay = retry.next_delay_ms(policy, row["attempt_count"] - row["attempts_base"], retry_after_ms)
     if delay is None:
         await to_dlq(conn, row, DlqReason.retries_exhausted)
         return None
-    await conn.execute(
-        "UPDATE webhook_deliveries SET status = 'failed', lease_expires_at = NULL, updated_at = now(), "
-        "next_attempt_at = now() + make_interval(secs => $2::float8 / 1000), next_trigger = 'scheduled', "
-        "requeued_at = NULL WHERE id = $1",
-        row["id"],
-        delay,
-    )
-    await conn.execute("UPDATE delivery_attempts SET next_delay_ms = $2 WHERE id = $1", attempt_id, delay)
+    await conn.execute(statements.SCHEDULE_RETRY, row["id"], delay)
+    await conn.execute(statements.NOTE_NEXT_DELAY, attempt_id, delay)
     return delay
 
 
@@ -99,12 +50,7 @@ async def schedule_retry(
 ) -> int | None:
     """The backoff middleware's decision after a retryable failure (only if the claim is still ours)."""
     async with db.connection() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"SELECT {DECISION_COLUMNS} FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "  # noqa: S608
-            "WHERE d.id = $1 AND d.status = 'processing' AND d.attempt_count = $2 FOR UPDATE OF d",
-            uuid.UUID(delivery_id),
-            attempt_number,
-        )
+        row = await conn.fetchrow(statements.LOCK_FOR_DECISION, uuid.UUID(delivery_id), attempt_number)
         if row is None:
             return None  # moved on meanwhile (a replay, the sweep): nothing to decide
         return await decide(conn, row, retry_after_ms, uuid.UUID(attempt_id))
@@ -123,31 +69,15 @@ async def sweep(grace: timedelta = SWEEP_GRACE, *, requeue_overdue: bool = True)
         rows = (
             []
             if not requeue_overdue
-            else await conn.fetch(
-                "UPDATE webhook_deliveries SET requeued_at = now() WHERE id IN ("
-                "SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'failed') "
-                "AND next_attempt_at < now() - $1::interval "
-                "AND (requeued_at IS NULL OR requeued_at < now() - $2::interval) "
-                "LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id",
-                grace,
-                SWEEP_RECHECK,
-                SWEEP_BATCH,
-            )
+            else await conn.fetch(statements.REQUEUE_OVERDUE, grace, SWEEP_RECHECK, SWEEP_BATCH)
         )
         due.extend((row["id"], None) for row in rows)
     async with db.connection() as conn, conn.transaction():
-        expired = await conn.fetch(
-            f"SELECT {DECISION_COLUMNS}, d.next_trigger, d.updated_at, w.url "  # noqa: S608
-            "FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
-            "WHERE d.status = 'processing' AND d.lease_expires_at < now() "
-            f"LIMIT {SWEEP_BATCH} FOR UPDATE OF d SKIP LOCKED",
-        )
+        expired = await conn.fetch(statements.LOCK_EXPIRED_LEASES, SWEEP_BATCH)
         for row in expired:
             attempt_id = uuid.uuid4()
             await conn.execute(
-                "INSERT INTO delivery_attempts (id, delivery_id, attempt_number, trigger, started_at, request_url, "
-                "error_class, error_message, outcome) VALUES ($1, $2, $3, $4, $5, $6, 'lease_expired', "
-                "'the worker sending this attempt stopped before it recorded the outcome', 'lost')",
+                statements.INSERT_LOST_ATTEMPT,
                 attempt_id,
                 row["id"],
                 row["attempt_count"],

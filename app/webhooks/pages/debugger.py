@@ -20,7 +20,8 @@ from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Template
 
 from app.accounts.auth import admin_only, principal_of
-from app.webhooks import charts, operations, queries, services, stats
+from app.webhooks import bulk, charts, queries, retry_config, services, stats
+from app.webhooks.dlq import FailedSince
 from app.webhooks.tables import DeliveryStatus, Webhook
 
 WINDOWS = {"24h": 24, "7d": 168}
@@ -131,7 +132,7 @@ class DebuggerPages(Controller):
                 template_name="webhooks/partials/overview.html",
                 context={"webhook": webhook, **await _overview(webhook, window)},
             )
-        policy = services.effective_policy(webhook.retry_policy, await services.org_policy(webhook.org))
+        policy = retry_config.effective_policy(webhook.retry_policy, await retry_config.org_policy(webhook.org))
         inspector = await queries.get_delivery(principal_of(request).org_id, open) if open else None
         if inspector is not None and inspector["webhook_id"] != webhook.id:
             inspector = None
@@ -166,9 +167,9 @@ class DebuggerPages(Controller):
         since = _time(str((await request.form()).get("since", "")))
         if since is None:
             raise ClientException("Choose the time from which to replay failed deliveries.")
-        selection = operations.FailedSince(webhook_id=webhook.id, since=since)
-        job_id = await operations.start_bulk(principal.org_id, "replay_failed", selection, principal.user_id)
-        job = await queries.get_job(principal.org_id, job_id)
+        selection = FailedSince(webhook_id=webhook.id, since=since)
+        job_id = await bulk.start_bulk(principal.org_id, "replay_failed", selection, principal.user_id)
+        job = await bulk.get_job(principal.org_id, job_id)
         return HTMXTemplate(template_name="webhooks/partials/job_progress.html", context={"job": job}, status_code=202)
 
 
