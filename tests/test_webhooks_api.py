@@ -189,6 +189,25 @@ async def test_an_empty_bulk_body_means_no_filter_but_a_falsy_one_is_refused(cli
     assert (await client.post("/api/v1/dlq/clear", json=False, headers=headers)).status_code == 422
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "detail", "field"),
+    [
+        ("/api/v1/dlq/retry", {"webhook_id": 5}, "webhook_id must be a short text.", "webhook_id"),
+        ("/api/v1/dlq/clear", {"colour": "red"}, "Unknown filter field colour.", None),
+        ("/api/v1/dlq/clear", {"since": "last tuesday"}, "since and until are ISO 8601 times.", None),
+        ("/api/v1/dlq/clear", [1, 2], "The request body must be a JSON object.", None),
+        ("/api/v1/webhooks", [1, 2], "The request body must be a JSON object.", None),
+        ("/api/v1/retry-config", "fast", "The request body must be a JSON object.", None),
+    ],
+)
+async def test_a_refused_body_says_what_is_wrong_in_words(client, writer, path, body, detail, field):
+    _, headers = writer
+    method = "PUT" if path.endswith("retry-config") else "POST"
+    answer = await client.request(method, path, json=body, headers=headers)
+    assert answer.status_code == 422 and answer.json()["detail"] == detail
+    assert [e["field"] for e in answer.json().get("errors", [])] == ([field] if field else [])
+
+
 async def test_webhooks_list_pages_with_a_cursor(client, writer):
     _, headers = writer
     for n in range(3):

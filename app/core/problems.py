@@ -82,6 +82,16 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, Any]]:
     return errors
 
 
+def _not_an_object(exc: ValidationException) -> bool:
+    items = exc.extra if isinstance(exc.extra, list) else []
+    return any(
+        isinstance(item, dict)
+        and str(item.get("source")) in ("body", "ParamType.BODY")
+        and str(item.get("message", "")).startswith("Expected `object")
+        for item in items
+    )
+
+
 def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     detail = exc.detail or HTTPStatus(status).phrase
@@ -92,6 +102,10 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
             malformed = "malformed" in detail.lower() or "decode" in detail.lower()
             status = 400 if malformed else 422
             detail = "The request body is not valid JSON." if malformed else "The request is not valid."
+            if _not_an_object(exc):
+                # Bodies are decoded loosely and judged field by field by the services; what is left
+                # for the decoder to refuse is a body that is not an object at all.
+                detail, errors = "The request body must be a JSON object.", None
         return problem_response(status, detail, errors=errors, headers=exc.headers, instance=request.url.path)
 
     if isinstance(exc, NotAuthorizedException):

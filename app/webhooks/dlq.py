@@ -11,11 +11,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
+from app.core import times
 from app.core.paging import check_limit
 from app.events import services as events
 from app.webhooks import queries, statements
@@ -148,18 +149,14 @@ class DlqFilter:
 
 
 def _time(value: Any, *, lenient: bool) -> datetime | None:
-    # A page's datetime-local fields carry no zone: they are labelled, and read, as UTC; so is an
-    # API time without one.
-    if value is None or value == "":
-        return None
-    if not isinstance(value, datetime):
-        try:
-            value = datetime.fromisoformat(value)
-        except (TypeError, ValueError):
-            if lenient:
-                return None
-            raise BadFilter("since and until are ISO 8601 times.") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, datetime):  # a query parameter Litestar has read already
+        return times.as_utc(value)
+    if lenient:
+        return times.parse_time_or_none(value)
+    try:
+        return times.parse_time(value)
+    except ValueError:
+        raise BadFilter("since and until are ISO 8601 times.") from None
 
 
 def parse_filter(params: Mapping[str, Any], *, lenient: bool = False) -> DlqFilter:
@@ -167,6 +164,9 @@ def parse_filter(params: Mapping[str, Any], *, lenient: bool = False) -> DlqFilt
 
     The API refuses what it cannot read (BadFilter, with the field); a page (`lenient`) drops it, so
     a hand-edited URL still shows a list rather than an error."""
+    unknown = sorted(set(params) - {*TEXT_FIELDS, "since", "until"})
+    if unknown and not lenient:
+        raise BadFilter(f"Unknown filter field {', '.join(unknown)}.")
     since, until = _time(params.get("since"), lenient=lenient), _time(params.get("until"), lenient=lenient)
     # An empty field on a page means "any"; the API takes what it is given (an empty text matches none).
     texts = {field: (params.get(field) or None) if lenient else params.get(field) for field in TEXT_FIELDS}
@@ -208,21 +208,9 @@ class FailedSince:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> FailedSince:
-        return cls(webhook_id=uuid.UUID(params["webhook_id"]), since=datetime.fromisoformat(params["since"]))
-
-
-class FilterBody(msgspec.Struct, forbid_unknown_fields=True):
-    """A bulk job's selection; no field means every item in the DLQ."""
-
-    webhook_id: str | None = None
-    """The webhook's id (a UUID)."""
-    event_type: str | None = None
-    reason: str | None = None
-    """One of retries_exhausted, non_retryable, gone, webhook_disabled, webhook_deleted."""
-    since: str | None = None
-    """ISO 8601; without a zone it is UTC. Dead-lettered at or after this time."""
-    until: str | None = None
-    """ISO 8601; dead-lettered before this time."""
+        return cls(
+            webhook_id=uuid.UUID(params["webhook_id"]), since=times.as_utc(datetime.fromisoformat(params["since"]))
+        )
 
 
 # --- what an item shows ------------------------------------------------------------------------------

@@ -201,3 +201,19 @@ class Replayed(msgspec.Struct):
     delivery_id: uuid.UUID
     status: str
     """pending: it is queued to be sent again."""
+
+
+# --- the DLQ's bulk jobs -------------------------------------------------------------------------------
+
+
+class DlqFilterIn(msgspec.Struct):
+    """A bulk job's selection; no field means every item in the DLQ. Decoded loosely, like the webhook
+    bodies: `dlq.parse_filter` names each bad or unknown field with its own message."""
+
+    webhook_id: Annotated[Any, _loose(STRING, "The webhook's id (a UUID).")] = None
+    event_type: Annotated[Any, _loose(STRING, "An event type, e.g. job.created.")] = None
+    reason: Annotated[
+        Any, _loose(STRING, "retries_exhausted, non_retryable, gone, webhook_disabled or webhook_deleted.")
+    ] = None
+    since: Annotated[Any, _loose(STRING, "ISO 8601; without a zone it is UTC. Dead-lettered at or after.")] = None
+    until: Annotated[Any, _loose(STRING, "ISO 8601; dead-lettered before this time.")] = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import shlex
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -20,6 +19,7 @@ from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Template
 
 from app.accounts.auth import admin_only, principal_of
+from app.core import times
 from app.webhooks import bulk, charts, queries, retry_config, services, stats
 from app.webhooks.dlq import FailedSince
 from app.webhooks.tables import DeliveryStatus, Webhook
@@ -42,14 +42,6 @@ class HistoryFilter:
         return not self.cursor
 
 
-def _time(raw: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(raw) if raw else None
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed and parsed.tzinfo is None else parsed
-
-
 async def _history(request: Request, webhook: Webhook, flt: HistoryFilter) -> dict[str, Any]:
     status = flt.status if flt.status in {s.value for s in DeliveryStatus} else None
     error = None
@@ -59,8 +51,8 @@ async def _history(request: Request, webhook: Webhook, flt: HistoryFilter) -> di
             webhook.id,
             status=status,
             event_type=flt.event_type or None,
-            since=_time(flt.since),
-            until=_time(flt.until),
+            since=times.parse_time_or_none(flt.since),
+            until=times.parse_time_or_none(flt.until),
             limit=PAGE_SIZE,
             cursor=flt.cursor or None,
             search=flt.q or None,
@@ -164,7 +156,7 @@ class DebuggerPages(Controller):
     async def replay_failed(self, request: HTMXRequest, webhook_id: FromPath[uuid.UUID]) -> Template:
         webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
         principal = principal_of(request)
-        since = _time(str((await request.form()).get("since", "")))
+        since = times.parse_time_or_none(str((await request.form()).get("since", "")))
         if since is None:
             raise ClientException("Choose the time from which to replay failed deliveries.")
         selection = FailedSince(webhook_id=webhook.id, since=since)

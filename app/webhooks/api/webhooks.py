@@ -1,16 +1,13 @@
-"""The webhooks part of the JSON API (CONTRACT "JSON API"): webhooks, deliveries, retry config, DLQ, jobs."""
+"""Webhooks and the organisation's retry config in the JSON API (CONTRACT "JSON API")."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from datetime import datetime
-from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.exceptions import NotFoundException
 from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 
 from app.accounts.auth import principal_of
@@ -18,8 +15,6 @@ from app.core import paging, times
 from app.core.apidoc import errors
 from app.core.problems import Problem
 from app.webhooks import (
-    bulk,
-    dlq,
     operations,
     queries,
     retry,
@@ -31,33 +26,28 @@ from app.webhooks import (
     stats,
     validation,
 )
+from app.webhooks.api.common import (
+    CHECKED,
+    ONE,
+    ONE_CHECKED,
+    READ,
+    WRITE,
+    Limit,
+    out,
+    read_query,
+    sent_fields,
+)
 from app.webhooks.tables import DeliveryStatus, Webhook
 
-READ = {"scopes": ["webhooks:read"]}
-WRITE = {"scopes": ["webhooks:write"]}
-DLQ_WRITE = {"scopes": ["dlq:write"]}
 # The body is decoded loosely (see app.webhooks.schemas); the document still says what is required.
 WEBHOOK_BODY = Body(schema_extra={"required": schemas.WEBHOOK_REQUIRED})
-S = TypeVar("S", bound=msgspec.Struct)
-# Query parameters document their bounds and choices without Litestar enforcing them: paging and
-# queries refuse a bad value with the message (and field) clients already get.
-Limit = Annotated[int | None, QueryParameter(schema_extra={"minimum": 1, "maximum": paging.MAX_LIMIT})]
 StatusFilter = Annotated[str | None, QueryParameter(schema_extra={"enum": [s.value for s in DeliveryStatus]})]
 Window = Annotated[str, QueryParameter(schema_extra={"enum": ["24h", "7d"]})]
 WINDOW_HOURS = {"24h": 24, "7d": 168}
-# The problems a route names by what it takes: a body or query (422), a resource in its path (404).
-CHECKED, ONE, ONE_CHECKED = errors(400, 422), errors(400, 404), errors(400, 404, 422)
-
-
-def _out(struct: type[S], source: Any, **given: Any) -> S:
-    """A response Struct from a row (a dict) or an object, `given` taking precedence; the values go
-    out as read, with no second validation on the way."""
-    read = source.__getitem__ if isinstance(source, dict) else partial(getattr, source)
-    return struct(**{name: given[name] if name in given else read(name) for name in struct.__struct_fields__})
 
 
 def webhook_out(webhook: Webhook) -> schemas.WebhookOut:
-    return _out(schemas.WebhookOut, webhook, **_shown(webhook))
+    return out(schemas.WebhookOut, webhook, **_shown(webhook))
 
 
 def _shown(webhook: Webhook) -> dict[str, Any]:
@@ -67,7 +57,7 @@ def _shown(webhook: Webhook) -> dict[str, Any]:
     rotating = webhook.previous_secret_expires_at
     return {
         "headers": secrets.shown_headers(webhook),
-        "retry_policy": None if policy is None else _out(schemas.RetryPolicy, policy),
+        "retry_policy": None if policy is None else out(schemas.RetryPolicy, policy),
         "secret_rotating_until": rotating if rotating and rotating > datetime.now().astimezone() else None,
     }
 
@@ -77,29 +67,6 @@ def _invalid(error: validation.WebhookInvalid | retry.PolicyError) -> Problem:
     return Problem(
         422, "The webhook is not valid: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors
     )
-
-
-def _object(data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise Problem(422, "The request body must be a JSON object.")
-    return data
-
-
-async def _sent(request: Request) -> dict[str, Any]:
-    """The body's fields as sent, unknown ones included: the service refuses those by name, and a
-    PATCH changes exactly the fields present (an explicit null is not an absent field)."""
-    return _object(await request.json())
-
-
-def _page(page: queries.Page) -> dict[str, Any]:
-    return {"items": page.items, "next_cursor": page.next_cursor}
-
-
-async def _query(coro):
-    try:
-        return await coro
-    except queries.BadQuery as error:
-        raise Problem(422, str(error), [{"field": error.field, "message": str(error)}]) from None
 
 
 class WebhooksApi(Controller):
@@ -129,10 +96,10 @@ class WebhooksApi(Controller):
         self, request: Request, data: Annotated[schemas.WebhookIn, WEBHOOK_BODY]
     ) -> schemas.WebhookCreated:
         try:
-            webhook, secret = await services.create_webhook(principal_of(request).org_id, await _sent(request))
+            webhook, secret = await services.create_webhook(principal_of(request).org_id, await sent_fields(request))
         except validation.WebhookInvalid as error:
             raise _invalid(error) from None
-        return _out(schemas.WebhookCreated, webhook, **_shown(webhook), secret=secret)
+        return out(schemas.WebhookCreated, webhook, **_shown(webhook), secret=secret)
 
     @get("/{webhook_id:uuid}", opt=READ, summary="One webhook", responses=ONE)
     async def get_one(self, request: Request, webhook_id: FromPath[uuid.UUID]) -> schemas.WebhookOut:
@@ -150,7 +117,7 @@ class WebhooksApi(Controller):
         org_id = principal_of(request).org_id
         webhook = await services.get_webhook(org_id, webhook_id)
         try:
-            return webhook_out(await services.update_webhook(org_id, webhook.id, await _sent(request)))
+            return webhook_out(await services.update_webhook(org_id, webhook.id, await sent_fields(request)))
         except validation.WebhookInvalid as error:
             raise _invalid(error) from None
 
@@ -225,7 +192,7 @@ class WebhooksApi(Controller):
         """Filters: status, event_type, since, until (without a zone: UTC); `q` finds a delivery or event
         by its id."""
         webhook = await services.get_webhook(principal_of(request).org_id, webhook_id)
-        page = await _query(
+        page = await read_query(
             queries.list_deliveries(
                 principal_of(request).org_id,
                 webhook.id,
@@ -239,7 +206,7 @@ class WebhooksApi(Controller):
             )
         )
         return schemas.DeliveryPage(
-            items=[_out(schemas.DeliveryOut, row) for row in page.items], next_cursor=page.next_cursor
+            items=[out(schemas.DeliveryOut, row) for row in page.items], next_cursor=page.next_cursor
         )
 
 
@@ -248,44 +215,8 @@ async def _stats(webhook: Webhook, window: str) -> schemas.WebhookStats:
     if hours is None:
         raise Problem(422, "window is 24h or 7d.", [{"field": "window", "message": "24h or 7d"}])
     totals, series = await stats.load(webhook.id, hours)
-    hourly = [_out(schemas.HourStats, hour) for hour in series]
-    return _out(schemas.WebhookStats, totals, window=window, hourly=hourly)
-
-
-class DeliveriesApi(Controller):
-    path = "/deliveries"
-    tags = ["deliveries"]
-
-    @get(
-        "/{delivery_id:uuid}",
-        opt=READ,
-        summary="A delivery with every attempt's request and response",
-        responses=ONE,
-    )
-    async def get_one(self, request: Request, delivery_id: FromPath[uuid.UUID]) -> schemas.DeliveryDetail:
-        found = await queries.get_delivery(principal_of(request).org_id, delivery_id)
-        if found is None:
-            raise NotFoundException("No such delivery in this organisation.")
-        attempts = [_out(schemas.AttemptOut, attempt) for attempt in found["attempts"]]
-        return _out(schemas.DeliveryDetail, found, attempts=attempts)
-
-    @post(
-        "/{delivery_id:uuid}/replay",
-        opt=WRITE,
-        status_code=202,
-        summary="Send it again (same delivery id)",
-        responses=errors(400, 404, 409),
-    )
-    async def replay(self, request: Request, delivery_id: FromPath[uuid.UUID]) -> schemas.Replayed:
-        await _operation(operations.replay(principal_of(request).org_id, delivery_id))
-        return schemas.Replayed(delivery_id=delivery_id, status="pending")
-
-
-async def _operation(coro):
-    try:
-        return await coro
-    except operations.Conflict as error:
-        raise Problem(409, str(error)) from None
+    hourly = [out(schemas.HourStats, hour) for hour in series]
+    return out(schemas.WebhookStats, totals, window=window, hourly=hourly)
 
 
 class RetryConfigApi(Controller):
@@ -294,12 +225,12 @@ class RetryConfigApi(Controller):
 
     @get("/", opt=READ, summary="The organisation's default retry policy", responses=errors())
     async def get_config(self, request: Request) -> schemas.RetryPolicy:
-        return _out(schemas.RetryPolicy, await retry_config.org_policy(principal_of(request).org_id))
+        return out(schemas.RetryPolicy, await retry_config.org_policy(principal_of(request).org_id))
 
     @put("/", opt=WRITE, summary="Replace the organisation's default retry policy", responses=CHECKED)
     async def put_config(self, request: Request, data: JSONBody[schemas.RetryPolicyIn]) -> schemas.RetryPolicy:
         try:
-            return _out(
+            return out(
                 schemas.RetryPolicy,
                 await retry_config.set_org_policy(principal_of(request).org_id, await request.json()),
             )
@@ -309,98 +240,3 @@ class RetryConfigApi(Controller):
                 f"The retry policy is not valid: {error}",
                 [{"field": f, "message": m} for f, m in error.errors.items()],
             ) from None
-
-
-def _filter(params: dict[str, Any]) -> dlq.DlqFilter:
-    try:
-        return dlq.parse_filter(params)
-    except dlq.BadFilter as bad:
-        field_errors = [{"field": bad.field, "message": bad.message}] if bad.field and bad.message else None
-        raise Problem(422, str(bad), field_errors) from None
-
-
-# Litestar documents a 400 for every route with parameters; errors(400, ...) makes it problem+json.
-class DlqApi(Controller):
-    path = "/dlq"
-    tags = ["dlq"]
-
-    @get("/", opt=READ, summary="Dead-lettered deliveries, newest first", responses=errors(400, 422))
-    async def list_dlq(
-        self,
-        request: Request,
-        webhook_id: FromQuery[str | None] = None,
-        event_type: FromQuery[str | None] = None,
-        reason: FromQuery[str | None] = None,
-        since: FromQuery[datetime | None] = None,
-        until: FromQuery[datetime | None] = None,
-        limit: FromQuery[int | None] = None,
-        cursor: FromQuery[str | None] = None,
-    ) -> dlq.DlqPage:
-        """Filters: webhook_id, event_type, reason (why it is there), since and until (when it got there)."""
-        dlq_filter = _filter(
-            {"webhook_id": webhook_id, "event_type": event_type, "reason": reason, "since": since, "until": until}
-        )
-        return await _query(dlq.list_dlq(principal_of(request).org_id, dlq_filter, limit, cursor))
-
-    @post(
-        "/{delivery_id:uuid}/retry",
-        opt=DLQ_WRITE,
-        status_code=202,
-        summary="Retry one dead-lettered delivery",
-        responses=errors(400, 404, 409),
-    )
-    async def retry_one(self, request: Request, delivery_id: FromPath[uuid.UUID]) -> dlq.RetryQueued:
-        await _operation(operations.replay(principal_of(request).org_id, delivery_id, only_dlq=True))
-        return dlq.RetryQueued(delivery_id=delivery_id)
-
-    @delete(
-        "/{delivery_id:uuid}",
-        opt=DLQ_WRITE,
-        status_code=204,
-        summary="Clear one item (kept, marked, for audit)",
-        responses=errors(400, 404, 409),
-    )
-    async def clear_one(self, request: Request, delivery_id: FromPath[uuid.UUID]) -> None:
-        principal = principal_of(request)
-        await _operation(operations.clear(principal.org_id, delivery_id, principal.user_id))
-
-    @post(
-        "/retry",
-        opt=DLQ_WRITE,
-        status_code=202,
-        summary="Retry everything the filter matches, as a job",
-        responses=errors(400, 422),
-    )
-    async def retry_bulk(self, request: Request, data: JSONBody[dlq.FilterBody | None] = None) -> bulk.JobStarted:
-        return await _bulk(request, "dlq_retry", data)
-
-    @post(
-        "/clear",
-        opt=DLQ_WRITE,
-        status_code=202,
-        summary="Clear everything the filter matches, as a job",
-        responses=errors(400, 422),
-    )
-    async def clear_bulk(self, request: Request, data: JSONBody[dlq.FilterBody | None] = None) -> bulk.JobStarted:
-        return await _bulk(request, "dlq_clear", data)
-
-
-async def _bulk(request: Request, kind: str, data: dlq.FilterBody | None) -> bulk.JobStarted:
-    dlq_filter = _filter(msgspec.structs.asdict(data) if data is not None else {})
-    principal = principal_of(request)
-    return bulk.JobStarted(await bulk.start_bulk(principal.org_id, kind, dlq_filter, principal.user_id))
-
-
-class JobsApi(Controller):
-    path = "/jobs"
-    tags = ["jobs"]
-
-    @get("/{job_id:uuid}", opt=READ, summary="Progress of a bulk job", responses=errors(400, 404))
-    async def get_job(self, request: Request, job_id: FromPath[uuid.UUID]) -> bulk.Job:
-        job = await bulk.get_job(principal_of(request).org_id, job_id)
-        if job is None:
-            raise NotFoundException("No such job in this organisation.")
-        return job
-
-
-ROUTES = [WebhooksApi, DeliveriesApi, RetryConfigApi, DlqApi, JobsApi]
