@@ -8,6 +8,19 @@ import socket
 import httpx
 
 from devtools import receiver as devreceiver
+from tests.pipeline import wait_until
+
+
+async def _listening(port: int) -> None:
+    async def accepts() -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    await wait_until(accepts, timeout=10, interval=0.02)
 
 
 async def test_demo_receiver_paths():
@@ -15,7 +28,7 @@ async def test_demo_receiver_paths():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = asyncio.create_task(devreceiver.main(port))
-    await asyncio.sleep(0.2)
+    await _listening(port)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert (await client.post("/ok", json={})).status_code == 200
@@ -43,7 +56,7 @@ async def test_the_demo_integration_fails_over_when_its_simulated_primary_is_bro
     monkeypatch.setenv("INTIME_DEV_RECEIVER_PORT", str(port))
     devreceiver._broken.clear()
     server = asyncio.create_task(devreceiver.main(port))
-    await asyncio.sleep(0.2)
+    await _listening(port)
     try:
         org = await factory.org()
         await seed_demo_integration(org.id)

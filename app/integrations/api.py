@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.params import FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.accounts.auth import principal_of
 from app.core import fields, paging
@@ -61,7 +61,7 @@ class IntegrationsApi(Controller):
         responses=errors(400, 404, 422),
     )
     async def update_integration(
-        self, request: Request, integration_id: uuid.UUID, data: JSONBody[schemas.IntegrationChanges | Any]
+        self, request: Request, integration_id: FromPath[uuid.UUID], data: JSONBody[schemas.IntegrationChanges | Any]
     ) -> schemas.IntegrationOut:
         org_id = principal_of(request).org_id
         await setup.update_integration(org_id, integration_id, data)
@@ -74,7 +74,7 @@ class IntegrationsApi(Controller):
         summary="Delete an integration with its providers and history",
         responses=errors(400, 404),
     )
-    async def delete_integration(self, request: Request, integration_id: uuid.UUID) -> None:
+    async def delete_integration(self, request: Request, integration_id: FromPath[uuid.UUID]) -> None:
         await setup.delete_integration(principal_of(request).org_id, integration_id)
 
     @post(
@@ -85,7 +85,7 @@ class IntegrationsApi(Controller):
         responses=errors(400, 404, 422),
     )
     async def create_provider(
-        self, request: Request, integration_id: uuid.UUID, data: JSONBody[schemas.NewProvider | Any]
+        self, request: Request, integration_id: FromPath[uuid.UUID], data: JSONBody[schemas.NewProvider | Any]
     ) -> schemas.ProviderOut:
         """Credentials are write-only: the answer says only whether they are set."""
         org_id = principal_of(request).org_id
@@ -101,8 +101,8 @@ class IntegrationsApi(Controller):
     async def update_provider(
         self,
         request: Request,
-        integration_id: uuid.UUID,
-        provider_id: uuid.UUID,
+        integration_id: FromPath[uuid.UUID],
+        provider_id: FromPath[uuid.UUID],
         data: JSONBody[schemas.ProviderChanges | Any],
     ) -> schemas.ProviderOut:
         """Disabling the active provider moves traffic to the next healthy one (an audited manual failover)."""
@@ -116,7 +116,9 @@ class IntegrationsApi(Controller):
         summary="Remove a provider",
         responses=errors(400, 404),
     )
-    async def delete_provider(self, request: Request, integration_id: uuid.UUID, provider_id: uuid.UUID) -> None:
+    async def delete_provider(
+        self, request: Request, integration_id: FromPath[uuid.UUID], provider_id: FromPath[uuid.UUID]
+    ) -> None:
         principal = principal_of(request)
         await setup.delete_provider(principal.org_id, integration_id, provider_id, principal.actor)
 
@@ -126,7 +128,7 @@ class IntegrationsApi(Controller):
         summary="One integration, with its failover audit trail",
         responses=errors(400, 404),
     )
-    async def get_integration(self, request: Request, integration_id: uuid.UUID) -> schemas.IntegrationDetail:
+    async def get_integration(self, request: Request, integration_id: FromPath[uuid.UUID]) -> schemas.IntegrationDetail:
         org_id = principal_of(request).org_id
         [one] = await queries.overview(org_id, integration_id)
         detail = one | {"audit": await queries.audit_trail(org_id, integration_id)}
@@ -138,7 +140,7 @@ class IntegrationsApi(Controller):
         summary="The failover and circuit-breaker settings",
         responses=errors(400, 404),
     )
-    async def get_failover(self, request: Request, integration_id: uuid.UUID) -> schemas.FailoverConfig:
+    async def get_failover(self, request: Request, integration_id: FromPath[uuid.UUID]) -> schemas.FailoverConfig:
         [one] = await queries.overview(principal_of(request).org_id, integration_id)
         return shaped(one["failover"], schemas.FailoverConfig)
 
@@ -149,7 +151,7 @@ class IntegrationsApi(Controller):
         responses=errors(400, 404, 422),
     )
     async def put_failover(
-        self, request: Request, integration_id: uuid.UUID, data: JSONBody[schemas.FailoverSettings | Any]
+        self, request: Request, integration_id: FromPath[uuid.UUID], data: JSONBody[schemas.FailoverSettings | Any]
     ) -> schemas.FailoverConfig:
         merged = await failover.update_failover(principal_of(request).org_id, integration_id, data)
         return shaped(merged, schemas.FailoverConfig)
@@ -162,7 +164,7 @@ class IntegrationsApi(Controller):
         responses=errors(400, 404, 409, 422),
     )
     async def trigger(
-        self, request: Request, integration_id: uuid.UUID, data: JSONBody[schemas.TriggerFailover | Any]
+        self, request: Request, integration_id: FromPath[uuid.UUID], data: JSONBody[schemas.TriggerFailover | Any]
     ) -> schemas.FailoverMoved:
         """Traffic moves to the chosen provider, or else to the next healthy one; moving it to the primary
         is a failback. The switch is audited."""
