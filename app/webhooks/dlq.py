@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import msgspec
-
 from app.core import times
 from app.core.paging import check_limit
 from app.events import services as events
-from app.webhooks import queries, statements
+from app.webhooks import queries, schemas, statements
 from app.webhooks.tables import DlqReason
 
 # Failed deliveries in a row (retries exhausted, or a non-retryable answer) that disable a webhook.
@@ -213,46 +211,13 @@ class FailedSince:
         )
 
 
-# --- what an item shows ------------------------------------------------------------------------------
-
-
-class DlqItem(msgspec.Struct):
-    """A dead-lettered delivery, with its webhook's name and URL so a list reads without a lookup."""
-
-    id: uuid.UUID
-    webhook_id: uuid.UUID
-    event_id: uuid.UUID
-    event_type: str
-    status: str
-    attempt_count: int
-    next_attempt_at: datetime | None
-    last_status_code: int | None
-    last_error: str | None
-    dlq_reason: str | None
-    """Why it is here: retries_exhausted, non_retryable, gone, webhook_disabled or webhook_deleted."""
-    dlq_at: datetime | None
-    cleared_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-    webhook_name: str
-    webhook_url: str
-
-
-class DlqPage(msgspec.Struct):
-    items: list[DlqItem]
-    next_cursor: str | None
-
-
-class RetryQueued(msgspec.Struct):
-    delivery_id: uuid.UUID
-    status: str = "pending"
+# --- what an item shows: a delivery (schemas.DeliveryOut), newest first ---------------------------------
 
 
 async def list_dlq(
     org_id: uuid.UUID, dlq_filter: DlqFilter, limit: int | None = None, cursor: str | None = None
-) -> DlqPage:
+) -> schemas.DeliveryPage:
     """Newest first, a keyset page (cursor over dlq_at, id)."""
     where, args = dlq_filter.where(org_id)
     page = await queries.keyset_page(where, args, "d.dlq_at", check_limit(limit), cursor)
-    return DlqPage([DlqItem(**row) for row in page.items], page.next_cursor)
+    return schemas.DeliveryPage([schemas.DeliveryOut(**row) for row in page.items], page.next_cursor)

@@ -154,12 +154,14 @@ class DeliveryOut(msgspec.Struct):
     last_status_code: int | None
     last_error: str | None
     dlq_reason: str | None
+    """Why it is in the DLQ: retries_exhausted, non_retryable, gone, webhook_disabled or webhook_deleted."""
     dlq_at: datetime | None
     cleared_at: datetime | None
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
     webhook_name: str
+    """The webhook's name and URL, so a list reads without a lookup."""
     webhook_url: str
 
 

@@ -41,7 +41,7 @@ class DlqApi(Controller):
         until: FromQuery[datetime | None] = None,
         limit: FromQuery[int | None] = None,
         cursor: FromQuery[str | None] = None,
-    ) -> dlq.DlqPage:
+    ) -> schemas.DeliveryPage:
         """Filters: webhook_id, event_type, reason (why it is there), since and until (when it got there)."""
         dlq_filter = _filter(
             {"webhook_id": webhook_id, "event_type": event_type, "reason": reason, "since": since, "until": until}
@@ -55,9 +55,9 @@ class DlqApi(Controller):
         summary="Retry one dead-lettered delivery",
         responses=errors(400, 404, 409),
     )
-    async def retry_one(self, request: Request, delivery_id: FromPath[uuid.UUID]) -> dlq.RetryQueued:
+    async def retry_one(self, request: Request, delivery_id: FromPath[uuid.UUID]) -> schemas.Replayed:
         await operation(operations.replay(principal_of(request).org_id, delivery_id, only_dlq=True))
-        return dlq.RetryQueued(delivery_id=delivery_id)
+        return schemas.Replayed(delivery_id=delivery_id, status="pending")
 
     @delete(
         "/{delivery_id:uuid}",
