@@ -1,7 +1,7 @@
 """The shapes of the webhooks JSON API (CONTRACT "JSON API"): what /schema documents and a generated
 client builds its models from.
 
-Request bodies are typed for the document but decoded loosely (`Any`): `services.validate` and
+Request bodies are typed for the document but decoded loosely (`Any`): `validation.validate` and
 `retry.parse_policy` check every field and name each bad or unknown one with its own message, all at
 once, which a strict decode (first error only, in msgspec's words) would replace. Responses are typed
 exactly.
