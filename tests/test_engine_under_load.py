@@ -1,0 +1,67 @@
+"""The delivery engine under ordinary production load (issue 13): what one slow tenant must not do to
+the others. In-process: the engine's functions are called directly, against real PostgreSQL and real
+receivers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from app.core import db
+from app.webhooks import delivery, fanout, schedule
+from tests.pipeline import wait_until
+from tests.receiver import Answer, Receiver
+
+
+async def _deliveries_of(event_id: str) -> dict[str, uuid.UUID]:
+    async with db.connection() as conn:
+        rows = await conn.fetch("SELECT id, webhook_id FROM webhook_deliveries WHERE event_id = $1", uuid.UUID(event_id))
+    return {str(row["webhook_id"]): row["id"] for row in rows}
+
+
+async def _status(delivery_id: uuid.UUID) -> str:
+    async with db.connection() as conn:
+        return await conn.fetchval("SELECT status FROM webhook_deliveries WHERE id = $1", delivery_id)
+
+
+async def _attempts(delivery_id: uuid.UUID) -> list[tuple[int, str]]:
+    async with db.connection() as conn:
+        rows = await conn.fetch(
+            "SELECT attempt_number, outcome FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt_number",
+            delivery_id,
+        )
+    return [(row["attempt_number"], row["outcome"]) for row in rows]
+
+
+async def test_a_receiver_hanging_to_its_timeout_does_not_hold_back_another_webhooks_outcome(api, receiver):
+    # Given a 1 s-timeout webhook whose receiver answers at once, and a 30 s-timeout webhook whose
+    # receiver hangs past its timeout, with one delivery each in the same batch
+    hanging = await Receiver().start()
+    hanging.default = Answer(delay=33)
+    try:
+        fast = await api.webhook(receiver.url, timeout_seconds=1)
+        slow = await api.webhook(hanging.url, timeout_seconds=30)
+        event_id = await api.publish()
+        await fanout.fan_out_backlog()
+        ids = await _deliveries_of(event_id)
+        fast_id, slow_id = ids[fast["id"]], ids[slow["id"]]
+
+        # When the batch is sent
+        batch = asyncio.create_task(delivery.deliver_many([str(fast_id), str(slow_id)]))
+
+        # Then the fast delivery is recorded as soon as its own send is done, while the other still
+        # hangs: its lease (1 s + margin) cannot run out behind the slow one's 30 s
+        async def fast_recorded() -> bool:
+            return await _status(fast_id) == "success"
+
+        await wait_until(fast_recorded, timeout=10)
+        assert len(hanging.log) == 1 and not batch.done()
+        assert await schedule.sweep() == []  # nothing lost, nothing to send again
+
+        await batch
+        # Each receiver got exactly one request, and each delivery has one true attempt: no `lost`
+        assert len(receiver.log) == 1 and len(hanging.log) == 1
+        assert await _attempts(fast_id) == [(1, "success")]
+        assert await _attempts(slow_id) == [(1, "failed")]
+    finally:
+        await hanging.stop()
