@@ -15,7 +15,9 @@ from tests.receiver import Answer, Receiver
 
 async def _deliveries_of(event_id: str) -> dict[str, uuid.UUID]:
     async with db.connection() as conn:
-        rows = await conn.fetch("SELECT id, webhook_id FROM webhook_deliveries WHERE event_id = $1", uuid.UUID(event_id))
+        rows = await conn.fetch(
+            "SELECT id, webhook_id FROM webhook_deliveries WHERE event_id = $1", uuid.UUID(event_id)
+        )
     return {str(row["webhook_id"]): row["id"] for row in rows}
 
 
