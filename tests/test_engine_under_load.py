@@ -5,7 +5,10 @@ receivers on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
+
+from argon2 import PasswordHasher
 
 from app.core import db
 from app.webhooks import delivery, fanout, schedule
@@ -67,3 +70,39 @@ async def test_a_receiver_hanging_to_its_timeout_does_not_hold_back_another_webh
         assert await _attempts(slow_id) == [(1, "failed")]
     finally:
         await hanging.stop()
+
+
+async def test_api_requests_keep_answering_while_50_sign_ins_are_checked(client, factory, monkeypatch):
+    from app.accounts import services as accounts
+
+    # Given an admin, an API token of the same organisation, and a note of the thread each password
+    # check runs on (the real argon2 check runs; only its thread is written down)
+    admin = await factory.user()
+    _, token = await factory.token(admin.org, scopes="webhooks:read")
+    loop_thread, checked_on = threading.get_ident(), []
+
+    class NotingHasher(PasswordHasher):
+        def verify(self, hash, password):
+            checked_on.append(threading.get_ident())
+            return super().verify(hash, password)
+
+    monkeypatch.setattr(accounts, "_hasher", NotingHasher())
+    await client.get("/login")
+    form = {"email": admin.user.email, "password": admin.password, "_csrf_token": client.cookies.get("intime_csrf")}
+    finished: list[int] = []
+
+    async def sign_in(n: int) -> None:
+        answer = await client.post("/login", data=form, follow_redirects=False)
+        assert answer.status_code in (302, 303), answer.text
+        finished.append(n)
+
+    # When 50 sign-ins are being checked (argon2: tens of ms of CPU and 64 MiB each) and API calls come in
+    signing_in = [asyncio.create_task(sign_in(n)) for n in range(50)]
+    answers = []
+    while len(finished) < 50 and len(answers) < 200:
+        answers.append((await client.get("/api/v1/webhooks", headers={"authorization": f"Bearer {token}"})).status_code)
+    await asyncio.gather(*signing_in)
+
+    # Then every check ran off the event loop, which stayed free: the API kept answering meanwhile
+    assert len(checked_on) == 50 and loop_thread not in checked_on
+    assert answers and set(answers) == {200}

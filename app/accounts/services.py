@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,6 +23,11 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 10
 
 _hasher = PasswordHasher()
+# Argon2 is slow on purpose (tens of ms of CPU and 64 MiB per check). On the event loop, a few dozen
+# sign-ins a second would stall every page and API call of the process; so checks and hashes run in a
+# pool of their own (argon2 releases the GIL), one core short of the machine so the loop keeps one,
+# which also caps the memory a burst of sign-ins can take. Extra sign-ins wait in its queue.
+_HASHING = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="argon2")
 # Verifying against this when the account does not exist keeps the answer time the same, so timing
 # does not tell an attacker which e-mail addresses have accounts.
 _DUMMY_HASH = _hasher.hash("not a real password, only here to spend the same time")
@@ -65,8 +73,18 @@ class Principal:
         return self.role == Role.admin.value
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+async def hash_password(password: str) -> str:
+    return await asyncio.get_running_loop().run_in_executor(_HASHING, _hasher.hash, password)
+
+
+async def _password_matches(stored_hash: str, password: str) -> bool:
+    def check() -> bool:
+        try:
+            return _hasher.verify(stored_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.get_running_loop().run_in_executor(_HASHING, check)
 
 
 async def create_organization(slug: str, name: str) -> Organization:
@@ -98,7 +116,7 @@ async def create_user(org: Organization, email: str, password: str, role: str, n
         raise AccountError(f"A password needs at least {MIN_PASSWORD_LENGTH} characters.", "password")
     if role not in {r.value for r in Role}:
         raise AccountError("The role is admin or viewer.", "role")
-    user = User(org=org.id, email=email, name=name.strip(), password_hash=hash_password(password), role=role)
+    user = User(org=org.id, email=email, name=name.strip(), password_hash=await hash_password(password), role=role)
     try:
         await user.save()
     except UniqueViolationError:
@@ -118,11 +136,8 @@ async def authenticate(email: str, password: str, client_ip: str) -> User:
             raise TooManyAttempts(state.reset_in)
 
     user = await User.objects().where(User.email == email).first() if email else None
-    try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-        ok = user is not None and user.is_active
-    except (VerificationError, InvalidHashError):
-        ok = False
+    matches = await _password_matches(user.password_hash if user else _DUMMY_HASH, password)
+    ok = matches and user is not None and user.is_active
     if not ok or user is None:
         await ratelimit.record_event(f"login-fail:acct:{email}", window)
         await ratelimit.record_event(f"login-fail:ip:{client_ip}", window)
@@ -131,7 +146,7 @@ async def authenticate(email: str, password: str, client_ip: str) -> User:
     await ratelimit.forget(f"login-fail:acct:{email}")
     updates: dict = {User.last_login_at: datetime.now(UTC)}
     if _hasher.check_needs_rehash(user.password_hash):
-        updates[User.password_hash] = hash_password(password)
+        updates[User.password_hash] = await hash_password(password)
     await User.update(updates).where(User.id == user.id)
     return user
 
