@@ -21,6 +21,8 @@ from app.webhooks import stats
 from app.webhooks.delivery import RetryRequest
 from app.webhooks.schedule import schedule_retry
 
+log = logging.getLogger("intime.delivery")
+
 
 class DatabasePool(Middleware):
     """The worker's connection pool. Its transactions commit without waiting for the WAL flush
@@ -73,11 +75,21 @@ class DeliveryBackoff(Middleware):
 
     @staticmethod
     async def _schedule(requests) -> list[tuple[str, int]]:
-        """Each failure's next attempt, decided concurrently; (delivery id, delay ms) of those to retry."""
+        """Each failure's next attempt, decided concurrently; (delivery id, delay ms) of those to retry.
+
+        One decision that fails does not take the batch's others with it: those are scheduled and sent,
+        and the failed one stays as recorded, for the sweep to decide on once its lease has run out."""
         delays = await asyncio.gather(
-            *(schedule_retry(r.delivery_id, r.attempt_number, r.attempt_id, r.retry_after_ms) for r in requests)
+            *(schedule_retry(r.delivery_id, r.attempt_number, r.attempt_id, r.retry_after_ms) for r in requests),
+            return_exceptions=True,
         )
-        return [(r.delivery_id, d) for r, d in zip(requests, delays, strict=True) if d is not None]
+        scheduled = []
+        for request, delay in zip(requests, delays, strict=True):
+            if isinstance(delay, BaseException):
+                log.error("the retry decision for delivery %s failed: %r", request.delivery_id, delay)
+            elif delay is not None:
+                scheduled.append((request.delivery_id, delay))
+        return scheduled
 
 
 class StatsFlusher(Middleware):

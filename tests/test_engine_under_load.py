@@ -106,3 +106,43 @@ async def test_api_requests_keep_answering_while_50_sign_ins_are_checked(client,
     # Then every check ran off the event loop, which stayed free: the API kept answering meanwhile
     assert len(checked_on) == 50 and loop_thread not in checked_on
     assert answers and set(answers) == {200}
+
+
+async def _one_failed_delivery(api, receiver) -> tuple[uuid.UUID, list[delivery.RetryRequest]]:
+    receiver.default = Answer(status=503)
+    hook = await api.webhook(receiver.url)
+    event_id = await api.publish()
+    await fanout.fan_out_backlog()
+    delivery_id = (await _deliveries_of(event_id))[hook["id"]]
+    return delivery_id, await delivery.deliver_many([str(delivery_id)])
+
+
+async def test_a_retry_decision_that_never_ran_is_taken_by_the_sweep_and_the_history_stays_true(api, receiver):
+    # Given a failed attempt that is recorded, but whose retry decision never ran (the decision failed,
+    # or the worker stopped between the two), and whose lease has then run out
+    delivery_id, retries = await _one_failed_delivery(api, receiver)
+    assert len(retries) == 1
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE webhook_deliveries SET lease_expires_at = now() - interval '1 second' WHERE id = $1", delivery_id
+        )
+
+    # When the sweep comes by
+    due = await schedule.sweep()
+
+    # Then it decides on the recorded attempt (a retry), and writes no `lost` attempt over it
+    assert [found for found, _ in due] == [delivery_id]
+    assert await _attempts(delivery_id) == [(1, "failed")]
+    assert await _status(delivery_id) == "failed"
+
+
+async def test_one_failing_retry_decision_does_not_strand_the_others_of_its_batch(api, receiver):
+    from tasks.broker import DeliveryBackoff
+
+    delivery_id, retries = await _one_failed_delivery(api, receiver)
+    unreadable = delivery.RetryRequest("not-a-delivery-id", 1, str(uuid.uuid4()), None)
+
+    scheduled = await DeliveryBackoff._schedule([unreadable, *retries])
+
+    assert [found for found, _ in scheduled] == [str(delivery_id)]
+    assert await _status(delivery_id) == "failed"

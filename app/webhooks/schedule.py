@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from app.core import db
+from app.core import db, times
 from app.webhooks import retry, retry_config, statements, stats
 from app.webhooks.dlq import to_dlq
 from app.webhooks.tables import DlqReason
@@ -62,7 +62,8 @@ async def sweep(grace: timedelta = SWEEP_GRACE, *, requeue_overdue: bool = True)
     - Due for longer than `grace` and not re-enqueued in the last SWEEP_RECHECK: the message must have been
       lost (Redis wiped, an enqueue that failed). Re-enqueue now; the schedule itself does not move.
     - Lease run out: the worker died mid-send. Its attempt is recorded as `lost` (it may or may not
-      have arrived) and the policy decides, as after any failure.
+      have arrived) and the policy decides, as after any failure. If the attempt's failure was
+      recorded and only the decision is missing, the history is already true: the policy decides on it.
     """
     due: list[tuple[uuid.UUID, int | None]] = []
     async with db.connection() as conn, conn.transaction():
@@ -75,24 +76,30 @@ async def sweep(grace: timedelta = SWEEP_GRACE, *, requeue_overdue: bool = True)
     async with db.connection() as conn, conn.transaction():
         expired = await conn.fetch(statements.LOCK_EXPIRED_LEASES, SWEEP_BATCH)
         for row in expired:
-            attempt_id = uuid.uuid4()
-            await conn.execute(
-                statements.INSERT_LOST_ATTEMPT,
-                attempt_id,
-                row["id"],
-                row["attempt_count"],
-                row["next_trigger"],
-                row["updated_at"],
-                row["url"],
-            )
-            stats.record_attempt(
-                row["webhook_id"],
-                row["updated_at"],
-                success=False,
-                first=row["attempt_count"] == 1,
-                duration_ms=None,
-            )
-            delay = await decide(conn, row, None, attempt_id)
+            recorded = await conn.fetchrow(statements.RECORDED_ATTEMPT, row["id"], row["attempt_count"])
+            if recorded is not None:
+                attempt_id = recorded["id"]
+                wait = times.parse_retry_after(recorded["retry_after"])
+                retry_after_ms = None if wait is None else int(wait * 1000)
+            else:
+                attempt_id, retry_after_ms = uuid.uuid4(), None
+                await conn.execute(
+                    statements.INSERT_LOST_ATTEMPT,
+                    attempt_id,
+                    row["id"],
+                    row["attempt_count"],
+                    row["next_trigger"],
+                    row["updated_at"],
+                    row["url"],
+                )
+                stats.record_attempt(
+                    row["webhook_id"],
+                    row["updated_at"],
+                    success=False,
+                    first=row["attempt_count"] == 1,
+                    duration_ms=None,
+                )
+            delay = await decide(conn, row, retry_after_ms, attempt_id)
             if delay is not None:
                 due.append((row["id"], delay))
     return due

@@ -188,6 +188,12 @@ LOCK_EXPIRED_LEASES = (
     "WHERE d.status = 'processing' AND d.lease_expires_at < now() "
     "LIMIT $1 FOR UPDATE OF d SKIP LOCKED"
 )
+# An attempt whose failure was recorded but whose retry decision never ran (the decision failed, or
+# the worker stopped between the two): the sweep decides on it instead of calling it lost.
+RECORDED_ATTEMPT = (
+    "SELECT id, response_headers->>'retry-after' AS retry_after FROM delivery_attempts "
+    "WHERE delivery_id = $1 AND attempt_number = $2"
+)
 # The lost attempt is recorded (it may or may not have arrived) and counts like a failed one.
 INSERT_LOST_ATTEMPT = (
     "INSERT INTO delivery_attempts (id, delivery_id, attempt_number, trigger, started_at, request_url, "
