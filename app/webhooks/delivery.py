@@ -214,7 +214,8 @@ async def record_successes(items: list) -> None:
         stats.record_attempt(
             row["webhook_id"], at, success=True, first=row["attempt_count"] == 1, duration_ms=sent.duration_ms
         )
-    webhooks = list({row["webhook_id"] for row, *_ in items})
+    # A success resets its webhook's count of failed deliveries in a row; a test send's does not.
+    webhooks = list({row["webhook_id"] for row, *_ in items if row["event_type"] != dlq.TEST_EVENT})
     async with db.connection() as conn:
         await conn.execute(statements.RECORD_SUCCESSES, *columns, webhooks)
 

@@ -25,6 +25,10 @@ from app.webhooks.tables import DlqReason
 # load, and its deliveries still succeed on a later retry; a webhook is disabled when its deliveries
 # themselves keep failing. Any success resets the count.
 AUTO_DISABLE_AFTER = 10
+# Before that, `webhook.failing` warns at these counts, so someone can act before it is disabled.
+FAILING_WARNINGS = (5, 8)
+# Test sends never count, failed or not: an admin probing an endpoint being set up is not an outage.
+TEST_EVENT = "webhook.test"
 FAILED = (DlqReason.retries_exhausted, DlqReason.non_retryable, DlqReason.gone)
 REASONS = tuple(r.value for r in DlqReason)
 TEXT_LIMIT = 200
@@ -40,8 +44,17 @@ async def to_dlq(conn, row, reason: DlqReason, *, fence: int | None = None, undo
     if moved is None:
         return False
     await announce_dead_letter(conn, row["org_id"], row["webhook_id"], row["id"], row["event_type"], reason.value)
-    if reason in FAILED:
-        failures = await conn.fetchval(statements.COUNT_FAILED_DELIVERY, row["webhook_id"])
+    if reason in FAILED and row["event_type"] != TEST_EVENT:
+        counted = await conn.fetchrow(statements.COUNT_FAILED_DELIVERY, row["webhook_id"])
+        failures = counted["consecutive_failures"]
+        if failures in FAILING_WARNINGS:
+            payload = {
+                "webhook_id": str(row["webhook_id"]),
+                "name": counted["name"],
+                "consecutive_failures": failures,
+                "disabled_at": AUTO_DISABLE_AFTER,
+            }
+            await events.publish_in(conn, row["org_id"], "webhook.failing", payload)
         if failures >= AUTO_DISABLE_AFTER:
             await disable_in_transaction(
                 conn, row["org_id"], row["webhook_id"], f"{AUTO_DISABLE_AFTER} failed deliveries in a row"

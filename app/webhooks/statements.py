@@ -149,7 +149,8 @@ TO_DLQ = (
 )
 # Counts failed deliveries in a row (dlq.AUTO_DISABLE_AFTER disables the webhook); a success resets it.
 COUNT_FAILED_DELIVERY = (
-    "UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 WHERE id = $1 RETURNING consecutive_failures"
+    "UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 WHERE id = $1 "
+    "RETURNING consecutive_failures, name"
 )
 # A webhook that will not take its waiting deliveries (disabled, deleted) sends them all to the DLQ.
 DEAD_LETTER_WAITING = (
