@@ -327,4 +327,7 @@ async def api(client, factory):
         async def patch(self, path: str, body: dict):
             return await client.patch(f"/api/v1{path}", json=body, headers={"authorization": f"Bearer {token}"})
 
+        async def put(self, path: str, body):
+            return await client.put(f"/api/v1{path}", json=body, headers={"authorization": f"Bearer {token}"})
+
     return Api()

@@ -259,7 +259,7 @@ async def record_failure(row, sent: Sent, shown_headers: dict[str, str], started
             return None  # the sweep took it over meanwhile and has decided what comes next
         if outcome in ("gone", "non_retryable"):
             reason = DlqReason.gone if outcome == "gone" else DlqReason.non_retryable
-            await dlq.to_dlq(conn, row, reason, fence=fence)
+            await dlq.to_dlq(conn, row, reason, fence=fence, answer=status)
             return None
     wait = times.parse_retry_after((sent.headers or {}).get("retry-after"), datetime.now(UTC))
     return RetryRequest(str(row["id"]), fence, str(attempt_id), None if wait is None else int(wait * 1000))

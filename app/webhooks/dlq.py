@@ -17,7 +17,7 @@ from typing import Any
 from app.core import times
 from app.core.paging import check_limit
 from app.events import services as events
-from app.webhooks import queries, schemas, statements
+from app.webhooks import delivery_settings, queries, schemas, statements
 from app.webhooks.tables import DlqReason
 
 # Failed deliveries in a row (retries exhausted, or a non-retryable answer) that disable a webhook.
@@ -38,13 +38,17 @@ TEXT_FIELDS = ("webhook_id", "event_type", "reason")
 # --- getting there ------------------------------------------------------------------------------------
 
 
-async def to_dlq(conn, row, reason: DlqReason, *, fence: int | None = None, undo_attempt: bool = False) -> bool:
-    """processing -> dlq (only while the claim numbered `fence` is still the current one)."""
+async def to_dlq(
+    conn, row, reason: DlqReason, *, fence: int | None = None, undo_attempt: bool = False, answer: int | None = None
+) -> bool:
+    """processing -> dlq (only while the claim numbered `fence` is still the current one). `answer` is
+    the receiver's status for a non-retryable refusal, which counts towards auto-disable by the
+    organisation's rules (delivery_settings)."""
     moved = await conn.fetchval(statements.TO_DLQ, row["id"], reason.value, 1 if undo_attempt else 0, fence)
     if moved is None:
         return False
     await announce_dead_letter(conn, row["org_id"], row["webhook_id"], row["id"], row["event_type"], reason.value)
-    if reason in FAILED and row["event_type"] != TEST_EVENT:
+    if await _counts(conn, row, reason, answer):
         counted = await conn.fetchrow(statements.COUNT_FAILED_DELIVERY, row["webhook_id"])
         failures = counted["consecutive_failures"]
         if failures in FAILING_WARNINGS:
@@ -59,6 +63,14 @@ async def to_dlq(conn, row, reason: DlqReason, *, fence: int | None = None, undo
             await disable_in_transaction(
                 conn, row["org_id"], row["webhook_id"], f"{AUTO_DISABLE_AFTER} failed deliveries in a row"
             )
+    return True
+
+
+async def _counts(conn, row, reason: DlqReason, answer: int | None) -> bool:
+    if reason not in FAILED or row["event_type"] == TEST_EVENT:
+        return False
+    if reason is DlqReason.non_retryable:
+        return delivery_settings.counts_towards_disable(answer, await delivery_settings.rules_in(conn, row["org_id"]))
     return True
 
 

@@ -147,6 +147,13 @@ TO_DLQ = (
     "attempt_count = attempt_count - $3 "
     "WHERE id = $1 AND ($4::int IS NULL OR (status = 'processing' AND attempt_count = $4)) RETURNING id"
 )
+# An organisation's delivery rules (delivery_settings.py); no row: the defaults.
+DELIVERY_RULES = "SELECT count_payload_rejections FROM delivery_settings WHERE org_id = $1"
+SET_DELIVERY_RULES = (
+    "INSERT INTO delivery_settings (org_id, count_payload_rejections, updated_at) VALUES ($1, $2, now()) "
+    "ON CONFLICT (org_id) DO UPDATE SET count_payload_rejections = excluded.count_payload_rejections, "
+    "updated_at = now()"
+)
 # Counts failed deliveries in a row (dlq.AUTO_DISABLE_AFTER disables the webhook); a success resets it.
 COUNT_FAILED_DELIVERY = (
     "UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 WHERE id = $1 "

@@ -56,6 +56,16 @@ class RetryPolicy(Table, tablename="retry_policies"):
     updated_at = Timestamptz()
 
 
+class DeliverySettings(Table, tablename="delivery_settings"):
+    """An organisation's rules for its webhooks' deliveries (one row per organisation; absent: the defaults)."""
+
+    org = ForeignKey(Organization, db_column_name="org_id", on_delete=OnDelete.cascade, unique=True, null=False)
+    # Whether a receiver's refusal of one payload (400, 409, 413, 422: the other non-retryable 4xx)
+    # counts towards auto-disable. Off by default: it says "not this event", not "this endpoint is down".
+    count_payload_rejections = Boolean(default=False)
+    updated_at = Timestamptz()
+
+
 class Webhook(Table, tablename="webhooks"):
     id = UUID(primary_key=True)
     org = ForeignKey(Organization, db_column_name="org_id", on_delete=OnDelete.cascade, index=True, null=False)

@@ -1,4 +1,5 @@
-"""The organisation's retry policy page, with a live preview of the schedule it gives."""
+"""The organisation's retry policy page, with a live preview of the schedule it gives, and its
+delivery rules (what counts towards auto-disable)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from litestar.plugins.htmx import HTMXTemplate
 from litestar.response import Template
 
 from app.accounts.auth import admin_only, principal_of
-from app.webhooks import retry, retry_config
+from app.webhooks import delivery_settings, retry, retry_config
 
 POLICY_FIELDS = ("strategy", "base_delay_ms", "max_delay_ms", "max_retries", "jitter")
 
@@ -21,19 +22,30 @@ class RetryConfigPage(Controller):
 
     @get("/", name="retry:config")
     async def page(self, request: Request) -> Template:
-        policy = await retry_config.org_policy(principal_of(request).org_id)
-        return Template("webhooks/retry_config.html", context=_policy_context(policy.as_dict(), {}))
+        org_id = principal_of(request).org_id
+        policy = await retry_config.org_policy(org_id)
+        return Template("webhooks/retry_config.html", context=await _page_context(org_id, policy.as_dict(), {}))
 
     @post("/", name="retry:save", guards=[admin_only], status_code=200)
     async def save(self, request: Request) -> Template:
+        org_id = principal_of(request).org_id
         values = _policy_form(await request.form())
         try:
-            policy = await retry_config.set_org_policy(principal_of(request).org_id, values)
+            policy = await retry_config.set_org_policy(org_id, values)
         except retry.PolicyError as error:
-            return Template(
-                "webhooks/retry_config.html", context=_policy_context(values, error.errors), status_code=422
-            )
-        return Template("webhooks/retry_config.html", context=_policy_context(policy.as_dict(), {}) | {"saved": True})
+            context = await _page_context(org_id, values, error.errors)
+            return Template("webhooks/retry_config.html", context=context, status_code=422)
+        context = await _page_context(org_id, policy.as_dict(), {}) | {"saved": True}
+        return Template("webhooks/retry_config.html", context=context)
+
+    @post("/rules", name="retry:rules", guards=[admin_only], status_code=200)
+    async def save_rules(self, request: Request) -> Template:
+        org_id = principal_of(request).org_id
+        rules = delivery_settings.DeliveryRules((await request.form()).get("count_payload_rejections") == "on")
+        await delivery_settings.set_rules(org_id, rules)
+        policy = await retry_config.org_policy(org_id)
+        context = await _page_context(org_id, policy.as_dict(), {}) | {"rules_saved": True}
+        return Template("webhooks/retry_config.html", context=context)
 
     @post("/preview", name="retry:preview")
     async def preview(self, request: Request) -> Template:
@@ -43,6 +55,10 @@ class RetryConfigPage(Controller):
 
 def _policy_form(form: FormMultiDict) -> dict[str, Any]:
     return {f: str(form.get(f, "")) for f in POLICY_FIELDS if f != "jitter"} | {"jitter": form.get("jitter") == "on"}
+
+
+async def _page_context(org_id, values: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
+    return _policy_context(values, errors) | {"rules": await delivery_settings.rules(org_id)}
 
 
 def _policy_context(values: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
