@@ -22,7 +22,7 @@ from app.core.redis import get_redis
 from app.core.settings import get_settings
 from app.integrations import health as integration_health
 from app.oauth import refresh as oauth_refresh
-from app.webhooks import fanout, schedule, stats
+from app.webhooks import dlq, fanout, schedule, stats
 
 log = logging.getLogger("intime.scheduler")
 SWEEP_SECONDS = 1.0
@@ -30,6 +30,8 @@ HEARTBEAT_SECONDS = 5.0
 FAN_OUT_BATCH = 500
 DELIVERY_QUEUE_KEY = "intime:deliveries"  # Dramatiq's Redis list of waiting deliver_webhook messages
 BUSY_QUEUE = 200
+# Bounded work per sweep for disabled webhooks' waiting deliveries: up to 10 x 2000 a second.
+DRAIN_BATCHES_PER_SWEEP = 10
 
 
 class Scheduler:
@@ -96,6 +98,9 @@ class Scheduler:
         # re-enqueueing them would only add duplicates for the workers to turn away.
         backlog = await get_redis().llen(DELIVERY_QUEUE_KEY)
         found = await schedule.sweep(grace=self.sweep_grace, requeue_overdue=backlog < BUSY_QUEUE)
+        for _ in range(DRAIN_BATCHES_PER_SWEEP):  # what waits for disabled or deleted webhooks
+            if await dlq.drain_stopped() < dlq.DRAIN_BATCH:
+                break
         if found:
             log.info("re-enqueued %d deliveries whose message or worker was lost", len(found))
             await queue.asend_deliveries((str(delivery_id), delay or 0) for delivery_id, delay in found)

@@ -193,8 +193,21 @@ async def test_disabling_a_webhook_dead_letters_what_waits_for_it(api, receiver)
     patched = await api.patch(f"/webhooks/{hook['id']}", {"enabled": False})
     assert patched.json()["enabled"] is False
     assert patched.json()["disabled_reason"] == "disabled by an admin"
-    delivery = await delivery_of(event_id, hook["id"])
-    assert delivery["status"] == "dlq" and delivery["dlq_reason"] == "webhook_disabled"
+
+    # What waited goes to the DLQ soon after, in the scheduler's batches, announced once by the count
+    async def dead_lettered():
+        found = await delivery_of(event_id, hook["id"])
+        return found if found["status"] == "dlq" else None
+
+    assert (await wait_until(dead_lettered))["dlq_reason"] == "webhook_disabled"
+    async with db.connection() as conn:
+        announced = await conn.fetch(
+            "SELECT event_type, payload FROM events WHERE event_type LIKE 'webhook.d%' AND org_id = $1",
+            api.organisation.id,
+        )
+    assert [(row["event_type"], json.loads(row["payload"])["dead_lettered"]) for row in announced] == [
+        ("webhook.disabled", 1)
+    ]
 
 
 async def test_two_workers_racing_for_one_delivery_send_it_once(api, receiver):

@@ -11,7 +11,7 @@ import uuid
 from argon2 import PasswordHasher
 
 from app.core import db
-from app.webhooks import delivery, fanout, schedule
+from app.webhooks import delivery, dlq, fanout, schedule
 from tests.pipeline import wait_until
 from tests.receiver import Answer, Receiver
 
@@ -146,3 +146,44 @@ async def test_one_failing_retry_decision_does_not_strand_the_others_of_its_batc
 
     assert [found for found, _ in scheduled] == [str(delivery_id)]
     assert await _status(delivery_id) == "failed"
+
+
+async def test_disabling_a_webhook_with_many_waiting_answers_at_once_and_drains_them_in_bounded_batches(api):
+    # Given a webhook with 250 deliveries waiting for it, and a test send meanwhile
+    hook = await api.webhook("http://127.0.0.1:9/never-called")
+    async with db.connection() as conn:
+        await conn.execute(
+            "SELECT publish_event('job.created', NULL, '{}'::jsonb, NULL, '{}'::jsonb, $1) "
+            "FROM generate_series(1, 250)",
+            api.organisation.id,
+        )
+    await fanout.fan_out_backlog()
+
+    # When an admin disables it
+    patched = await api.patch(f"/webhooks/{hook['id']}", {"enabled": False})
+
+    # Then the request moved nothing itself and announced the count once; the drain takes bounded
+    # batches, each its own short transaction, and publishes no event per delivery
+    assert patched.status_code == 200 and patched.json()["enabled"] is False
+    async with db.connection() as conn:
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'pending'",
+            uuid.UUID(hook["id"]),
+        )
+        disabled = await conn.fetchval(
+            "SELECT payload->>'dead_lettered' FROM events WHERE event_type = 'webhook.disabled' AND org_id = $1",
+            api.organisation.id,
+        )
+    assert waiting == 250 and disabled == "250"
+    assert [await dlq.drain_stopped(batch=100) for _ in range(4)] == [100, 100, 50, 0]
+    async with db.connection() as conn:
+        moved = await conn.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'dlq' "
+            "AND dlq_reason = 'webhook_disabled'",
+            uuid.UUID(hook["id"]),
+        )
+        per_delivery = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE event_type = 'webhook.delivery.dead_lettered' AND org_id = $1",
+            api.organisation.id,
+        )
+    assert moved == 250 and per_delivery == 0

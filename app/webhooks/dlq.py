@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.core import times
+from app.core import db, times
 from app.core.paging import check_limit
 from app.events import services as events
 from app.webhooks import delivery_settings, queries, schemas, statements
@@ -30,6 +30,7 @@ FAILING_WARNINGS = (5, 8)
 # Test sends never count, failed or not: an admin probing an endpoint being set up is not an outage.
 TEST_EVENT = "webhook.test"
 FAILED = (DlqReason.retries_exhausted, DlqReason.non_retryable, DlqReason.gone)
+STOPPED = (DlqReason.webhook_disabled, DlqReason.webhook_deleted)
 REASONS = tuple(r.value for r in DlqReason)
 TEXT_LIMIT = 200
 TEXT_FIELDS = ("webhook_id", "event_type", "reason")
@@ -47,7 +48,8 @@ async def to_dlq(
     moved = await conn.fetchval(statements.TO_DLQ, row["id"], reason.value, 1 if undo_attempt else 0, fence)
     if moved is None:
         return False
-    await announce_dead_letter(conn, row["org_id"], row["webhook_id"], row["id"], row["event_type"], reason.value)
+    if reason not in STOPPED:  # those are counted once, by webhook.disabled
+        await announce_dead_letter(conn, row["org_id"], row["webhook_id"], row["id"], row["event_type"], reason.value)
     if await _counts(conn, row, reason, answer):
         counted = await conn.fetchrow(statements.COUNT_FAILED_DELIVERY, row["webhook_id"])
         failures = counted["consecutive_failures"]
@@ -77,23 +79,28 @@ async def _counts(conn, row, reason: DlqReason, answer: int | None) -> bool:
 async def disable_in_transaction(conn, org_id: uuid.UUID, webhook_id: uuid.UUID, reason: str) -> bool:
     """Disable (if enabled) inside the caller's transaction: by an admin, a 410, or AUTO_DISABLE_AFTER.
 
-    It lives with the DLQ because a disabled webhook takes nothing: what waits for it goes there."""
+    It lives with the DLQ because a disabled webhook takes nothing: what waits for it goes there, in
+    bounded batches after this commits (`drain_stopped`, run by the scheduler), announced once here by
+    `webhook.disabled` with the count rather than an event per delivery: with 100k waiting, that was
+    100k events inside an admin's request or a worker's recording transaction."""
     row = await conn.fetchrow(statements.DISABLE_WEBHOOK, webhook_id, reason)
     if row is None:
         return False
-    await dead_letter_waiting(conn, webhook_id, DlqReason.webhook_disabled)
-    await events.publish_in(
-        conn, org_id, "webhook.disabled", {"webhook_id": str(webhook_id), "name": row["name"], "reason": reason}
-    )
+    waiting = await conn.fetchval(statements.COUNT_WAITING, webhook_id)
+    payload = {"webhook_id": str(webhook_id), "name": row["name"], "reason": reason, "dead_lettered": waiting}
+    await events.publish_in(conn, org_id, "webhook.disabled", payload)
     return True
 
 
-async def dead_letter_waiting(conn, webhook_id: uuid.UUID, reason: DlqReason) -> int:
-    """Deliveries waiting for a webhook that will not take them go to the DLQ, each announced."""
-    rows = await conn.fetch(statements.DEAD_LETTER_WAITING, webhook_id, reason.value)
-    for row in rows:
-        await announce_dead_letter(conn, row["org_id"], webhook_id, row["id"], row["event_type"], reason.value)
-    return len(rows)
+DRAIN_BATCH = 2000
+
+
+async def drain_stopped(batch: int = DRAIN_BATCH) -> int:
+    """Move up to `batch` deliveries waiting for disabled or deleted webhooks to the DLQ, in one short
+    transaction; returns how many. The scheduler calls it until it moves fewer than a batch."""
+    async with db.connection() as conn, conn.transaction():
+        done = await conn.execute(statements.DRAIN_STOPPED, batch)
+    return int(done.rsplit(" ", 1)[1])
 
 
 async def announce_dead_letter(conn, org_id, webhook_id, delivery_id, event_type: str, reason: str) -> None:

@@ -16,7 +16,7 @@ from app.core.problems import NotFound
 from app.events import services as events
 from app.webhooks import dlq, signing, statements
 from app.webhooks.secrets import seal_headers, seal_secret
-from app.webhooks.tables import DlqReason, Webhook
+from app.webhooks.tables import Webhook
 from app.webhooks.validation import validate
 
 
@@ -73,8 +73,9 @@ async def update_webhook(org_id: uuid.UUID, webhook_id: uuid.UUID, data: dict[st
 
 
 async def set_enabled(org_id: uuid.UUID, webhook_id: uuid.UUID, enabled: bool, reason: str = "disabled by an admin"):
-    """Disabling sends what is still waiting to the DLQ (reason webhook_disabled) and publishes
-    webhook.disabled; enabling starts the failure count afresh and publishes webhook.enabled."""
+    """Disabling publishes webhook.disabled, and what still waits goes to the DLQ (reason
+    webhook_disabled) soon after, in batches (dlq.drain_stopped); enabling starts the failure count
+    afresh and publishes webhook.enabled."""
     webhook = await get_webhook(org_id, webhook_id)
     async with db.connection() as conn, conn.transaction():
         if enabled:
@@ -87,8 +88,8 @@ async def set_enabled(org_id: uuid.UUID, webhook_id: uuid.UUID, enabled: bool, r
 
 
 async def delete_webhook(org_id: uuid.UUID, webhook_id: uuid.UUID) -> None:
-    """Soft delete: deliveries and attempts stay for audit; waiting deliveries go to the DLQ."""
+    """Soft delete: deliveries and attempts stay for audit; waiting deliveries go to the DLQ soon
+    after, in batches (dlq.drain_stopped)."""
     webhook = await get_webhook(org_id, webhook_id)
     async with db.connection() as conn, conn.transaction():
         await conn.execute(statements.DELETE_WEBHOOK, webhook.id)
-        await dlq.dead_letter_waiting(conn, webhook.id, DlqReason.webhook_deleted)

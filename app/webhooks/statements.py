@@ -159,12 +159,27 @@ COUNT_FAILED_DELIVERY = (
     "UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 WHERE id = $1 "
     "RETURNING consecutive_failures, name"
 )
-# A webhook that will not take its waiting deliveries (disabled, deleted) sends them all to the DLQ.
-DEAD_LETTER_WAITING = (
-    "UPDATE webhook_deliveries SET status = 'dlq', dlq_reason = $2, dlq_at = now(), next_attempt_at = NULL, "
-    "lease_expires_at = NULL, updated_at = now() "
-    "WHERE webhook_id = $1 AND status IN ('pending', 'failed') RETURNING id, org_id, event_type"
+# What still waits for a webhook when it is disabled: the count webhook.disabled announces.
+COUNT_WAITING = (
+    "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND status IN ('pending', 'failed') "
+    "AND next_trigger <> 'test'"
 )
+# Deliveries waiting for a webhook that will take none (disabled, deleted) go to the DLQ, one bounded
+# batch per transaction, so a webhook with 100k waiting holds no long lock and no request waits for
+# them. Test sends are left alone: they are allowed to a disabled webhook.
+DRAIN_STOPPED = """
+UPDATE webhook_deliveries d SET status = 'dlq',
+    dlq_reason = CASE WHEN w.deleted_at IS NOT NULL THEN 'webhook_deleted' ELSE 'webhook_disabled' END,
+    dlq_at = now(), next_attempt_at = NULL, lease_expires_at = NULL, updated_at = now()
+FROM webhooks w
+WHERE w.id = d.webhook_id AND d.id IN (
+    SELECT waiting.id FROM webhooks stopped
+    JOIN webhook_deliveries waiting ON waiting.webhook_id = stopped.id
+    WHERE (NOT stopped.enabled OR stopped.deleted_at IS NOT NULL)
+      AND waiting.status IN ('pending', 'failed') AND waiting.next_trigger <> 'test'
+    LIMIT $1 FOR UPDATE OF waiting SKIP LOCKED
+)
+"""
 
 # --- dlq -> cleared (kept for audit) ------------------------------------------------------------------
 
