@@ -186,12 +186,12 @@ def print_table(rows: list[dict]) -> None:
         print(f"{row['deliveries']:>11,}  {row['check']:<28} {row['p50_ms']:>8} {row['p95_ms']:>8}  {mark}")
 
 
-SCENARIOS = ("throughput", "memory", "latency", "fanout", "retry", "baselines", "pages")
+SCENARIOS = ("throughput", "memory", "latency", "fanout", "retry", "disable", "baselines", "pages")
 
 
 async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
     from app.core import db
-    from bench import pipeline
+    from bench import engine_load, pipeline
 
     await db.open_pool(max_size=4)
     rows: list[dict] = []
@@ -215,6 +215,8 @@ async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
             await run("fan-out", pipeline.fan_out(100 if quick else 1000))
         if "retry" in only:
             await run("retry", pipeline.retry_timing(40 if quick else 500))
+        if "disable" in only:
+            await run("disable storm", engine_load.disable_storm(10_000 if quick else 100_000))
         for row in rows:
             print(f"[bench] {json.dumps(row, default=str)}", file=sys.stderr, flush=True)
     finally:
@@ -271,6 +273,20 @@ def judge(rows: list[dict]) -> list[tuple[str, str, str]]:
             "retry lateness p99 ≤ 1 s",
             f"p50 {r['lateness_p50_ms']} / p99 {r['lateness_p99_ms']} ms",
             r["lateness_p99_ms"] <= 1000,
+        )
+    if "disable storm" in by:
+        d = by["disable storm"]
+        add(
+            f"disable with {d['waiting']:,} waiting answers in < 1 s (baseline: one UPDATE in the request)",
+            f"{d['disable_call_ms']} ms (baseline {d['baseline_single_update_call_ms']} ms); "
+            f"all in the DLQ after {d['all_in_dlq_s']} s",
+            d["disable_call_ms"] < 1000,
+        )
+        before, during = d["other_webhook_before"], d["other_webhook_during"]
+        add(
+            "another webhook's p99 latency during the drain within 2x of before",
+            f"p99 {before['p99_ms']} → {during['p99_ms']} ms",
+            during["p99_ms"] <= 2 * before["p99_ms"],
         )
     return verdicts
 
