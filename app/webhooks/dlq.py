@@ -92,7 +92,7 @@ async def disable_in_transaction(conn, org_id: uuid.UUID, webhook_id: uuid.UUID,
     return True
 
 
-DRAIN_BATCH = 2000
+DRAIN_BATCH = 1000
 
 
 async def drain_stopped(batch: int = DRAIN_BATCH) -> int:
