@@ -107,3 +107,24 @@ async def test_the_limit_holds_across_two_worker_processes():
     ]
     counts = [int(p.communicate(timeout=60)[0]) for p in processes]
     assert sum(counts) == 100 and all(c > 0 for c in counts)
+
+
+async def test_without_a_clock_given_it_keeps_redis_time_so_workers_with_skewed_clocks_agree(monkeypatch):
+    import time
+
+    from app.core.redis import get_redis
+
+    seconds, micros = await get_redis().time()
+    redis_now = seconds + micros / 1_000_000
+    provider = uuid.uuid4()
+    # Given a worker whose clock runs an hour ahead
+    skewed = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: skewed)
+    for _ in range(POLICY.failure_threshold):
+        state = await breaker.record(provider, False, POLICY)
+    monkeypatch.undo()
+    # Then the circuit opened at Redis's time, and its probe is due a cooldown after that, not after
+    # the worker's clock
+    assert state.state == "open" and state.opened_at is not None and state.retry_at is not None
+    assert abs(state.opened_at - redis_now) < 60
+    assert state.retry_at - state.opened_at == POLICY.cooldown_seconds

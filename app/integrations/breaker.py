@@ -10,12 +10,12 @@ shared by every process, so there is no crowd to spread). Real calls and health 
 their outcomes here.
 
 Every transition happens inside one Lua script, so two workers reporting at once cannot both trip it
-or both close it.
+or both close it; the script reads the time from Redis (`TIME`), so workers on machines whose clocks
+disagree still agree on when a cooldown ends. Tests pass their own clock (`now=`).
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -60,10 +60,14 @@ def cooldowns(policy: BreakerPolicy) -> list[float]:
 
 
 # KEYS[1] the breaker hash, KEYS[2] the window hash.
-# ARGV: now, outcome (1 success, 0 failure, -1 none: just read and advance open -> half_open),
+# ARGV: now (-1: Redis's TIME), outcome (1 success, 0 failure, -1 none: just read and advance open -> half_open),
 # failure_threshold, failure_rate, min_calls, window_seconds, probe_successes, bucket, then cooldowns(policy)
 _SCRIPT = """
 local now = tonumber(ARGV[1])
+if now < 0 then  -- no clock given: Redis's own, the one clock every worker on every machine shares
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
 local outcome = tonumber(ARGV[2])
 local threshold, rate, min_calls = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local window, probes, bucket = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -137,7 +141,7 @@ def _keys(provider_id: uuid.UUID) -> list[str]:
 
 
 async def _run(provider_id: uuid.UUID, outcome: int, policy: BreakerPolicy, now: float | None) -> BreakerState:
-    at = time.time() if now is None else now
+    at = -1 if now is None else now  # the script reads Redis's TIME: callers' clocks may disagree
     result = await run_script(
         _SCRIPT,
         _keys(provider_id),
