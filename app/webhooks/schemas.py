@@ -219,3 +219,20 @@ class DlqFilterIn(msgspec.Struct):
     ] = None
     since: Annotated[Any, _loose(STRING, "ISO 8601; without a zone it is UTC. Dead-lettered at or after.")] = None
     until: Annotated[Any, _loose(STRING, "ISO 8601; dead-lettered before this time.")] = None
+
+
+# --- the organisation's delivery rules -------------------------------------------------------------------
+
+
+class DeliverySettingsOut(msgspec.Struct):
+    count_payload_rejections: bool
+    """Whether a refusal of one payload (a non-retryable 4xx other than 401, 403, 404, 405 and 410,
+    which always count) counts towards auto-disable."""
+    auto_disable_after: int
+    """Failed deliveries in a row (not attempts; test sends never count) that disable a webhook."""
+    warnings_at: list[int]
+    """Failed deliveries in a row at which a webhook.failing event warns."""
+
+
+class DeliverySettingsIn(msgspec.Struct, forbid_unknown_fields=True):
+    count_payload_rejections: bool
