@@ -10,15 +10,18 @@ import uuid
 from typing import Any
 
 from app.core import db
-from app.webhooks import retry
-from app.webhooks.tables import RetryPolicy
+from app.webhooks import retry, statements
 
 
 async def org_policy(org_id: uuid.UUID) -> retry.Policy:
-    row = await RetryPolicy.select().where(RetryPolicy.org == org_id).first()
-    if row is None:
-        return retry.DEFAULT_POLICY
-    return retry.Policy(row["strategy"], row["base_delay_ms"], row["max_delay_ms"], row["max_retries"], row["jitter"])
+    async with db.connection() as conn:
+        return await org_policy_in(conn, org_id)
+
+
+async def org_policy_in(conn, org_id: uuid.UUID) -> retry.Policy:
+    """The organisation's default, read on `conn` (the retry decision reads it inside its transaction)."""
+    found = await conn.fetchrow(statements.ORG_POLICY, org_id)
+    return retry.Policy(**dict(found)) if found else retry.DEFAULT_POLICY
 
 
 async def set_org_policy(org_id: uuid.UUID, data: Any) -> retry.Policy:

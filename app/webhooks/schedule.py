@@ -21,11 +21,6 @@ SWEEP_RECHECK = timedelta(seconds=20)  # a re-enqueued message lost again is re-
 SWEEP_BATCH = 500
 
 
-async def _org_policy(conn, org_id) -> retry.Policy:
-    found = await conn.fetchrow(statements.ORG_POLICY, org_id)
-    return retry.Policy(**dict(found)) if found else retry.DEFAULT_POLICY
-
-
 async def decide(conn, row, retry_after_ms: int | None, attempt_id: uuid.UUID) -> int | None:
     """processing -> failed (next attempt scheduled) or -> dlq. Returns the delay in ms, or None."""
     if row["deleted_at"] is not None or not row["enabled"]:
@@ -33,7 +28,7 @@ async def decide(conn, row, retry_after_ms: int | None, attempt_id: uuid.UUID) -
         await to_dlq(conn, row, reason)
         return None
     try:
-        policy = retry_config.effective_policy(row["override"], await _org_policy(conn, row["org_id"]))
+        policy = retry_config.effective_policy(row["override"], await retry_config.org_policy_in(conn, row["org_id"]))
     except retry.PolicyError:
         policy = retry.DEFAULT_POLICY
     delay = retry.next_delay_ms(policy, row["attempt_count"] - row["attempts_base"], retry_after_ms)

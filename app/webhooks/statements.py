@@ -124,7 +124,7 @@ LOCK_FOR_DECISION = (
     f"SELECT {DECISION_COLUMNS} FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "  # noqa: S608
     "WHERE d.id = $1 AND d.status = 'processing' AND d.attempt_count = $2 FOR UPDATE OF d"
 )
-# Read inside the decision's transaction (retry_config.org_policy reads outside one).
+# The organisation's default policy (retry_config.org_policy_in), also read inside the decision's transaction.
 ORG_POLICY = "SELECT strategy, base_delay_ms, max_delay_ms, max_retries, jitter FROM retry_policies WHERE org_id = $1"
 
 # --- processing -> failed -------------------------------------------------------------------------------
