@@ -9,6 +9,7 @@ from piccolo.columns import (
     UUID,
     Array,
     Boolean,
+    DoublePrecision,
     ForeignKey,
     Integer,
     OnDelete,
@@ -63,6 +64,8 @@ class DeliverySettings(Table, tablename="delivery_settings"):
     # Whether a receiver's refusal of one payload (400, 409, 413, 422: the other non-retryable 4xx)
     # counts towards auto-disable. Off by default: it says "not this event", not "this endpoint is down".
     count_payload_rejections = Boolean(default=False)
+    # The default cap on deliveries in flight (queued or being sent) per webhook of the organisation.
+    max_in_flight = Integer(default=10)
     updated_at = Timestamptz()
 
 
@@ -86,6 +89,10 @@ class Webhook(Table, tablename="webhooks"):
     previous_secret = Text(null=True, default=None)
     previous_secret_expires_at = Timestamptz(null=True, default=None)
     consecutive_failures = Integer(default=0)
+    # At most this many of its deliveries in flight at once (NULL: the organisation's default), and
+    # optionally at most this many started per second; enforced across workers (app.webhooks.limits).
+    max_in_flight = Integer(null=True, default=None)
+    rate_limit_per_second = DoublePrecision(null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
     # Deleting keeps the row (deliveries and attempts stay for audit); lists leave it out.
@@ -109,6 +116,9 @@ class WebhookDelivery(Table, tablename="webhook_deliveries"):
     next_trigger = Varchar(length=16, default=Trigger.scheduled)
     next_attempt_at = Timestamptz(null=True, default=None)
     lease_expires_at = Timestamptz(null=True, default=None)
+    # The Dramatiq message carrying it to a worker; NULL: held in PostgreSQL until it is due and its
+    # webhook has a free slot (app.webhooks.dispatch).
+    message_id = UUID(null=True, default=None)
     # When the scheduler's sweep last re-enqueued it (its message looked lost); kept apart from
     # next_attempt_at so that the schedule itself never moves.
     requeued_at = Timestamptz(null=True, default=None)
