@@ -1,8 +1,9 @@
-"""Integrations, their providers in priority order, health checks, and the failover audit trail."""
+"""Integrations, their providers in priority order, health checks, the failover audit trail, and the
+background calls made to them."""
 
 from __future__ import annotations
 
-from piccolo.columns import UUID, Boolean, ForeignKey, Integer, OnDelete, Text, Timestamptz, Varchar
+from piccolo.columns import JSONB, UUID, Boolean, ForeignKey, Integer, OnDelete, Text, Timestamptz, Varchar
 from piccolo.table import Table
 
 from app.accounts.tables import Organization
@@ -88,3 +89,35 @@ class FailoverEvent(Table, tablename="failover_events"):
     reason = Text(default="")
     actor = Text(default="system")
     at = Timestamptz()
+
+
+class IntegrationCall(Table, tablename="integration_calls"):
+    """A call made in the background (app.integrations.calls.enqueue_call), from enqueue to outcome.
+
+    The row is the call's truth, the Dramatiq message only its wake-up: a message lost with Redis is
+    re-sent by the scheduler's sweep (app.integrations.call_sweep) from what is recorded here. States
+    (app.integrations.call_rows): queued / failed / deferred (waiting until next_attempt_at) ->
+    running (leased by a worker) -> succeeded | rejected | abandoned."""
+
+    id = UUID(primary_key=True)  # what the message carries
+    # The caller's id of the call, sent as the Idempotency-Key of every attempt; unique per integration.
+    call_id = Varchar(length=255)
+    org = ForeignKey(Organization, db_column_name="org_id", on_delete=OnDelete.cascade, null=False)
+    integration = ForeignKey(Integration, db_column_name="integration_id", on_delete=OnDelete.cascade, null=False)
+    operation = Varchar(length=100)
+    payload = JSONB()
+    status = Varchar(length=16, default="queued")
+    attempts = Integer(default=0)  # claims so far: fences what a worker records against a later claim
+    failures = Integer(default=0)
+    deferrals = Integer(default=0)
+    # The provider a rate-limit slot is booked at for the next attempt (a deferral's booking).
+    reserved_for = UUID(null=True, default=None)
+    next_attempt_at = Timestamptz(null=True, default=None)  # while waiting: due then, by PostgreSQL's clock
+    lease_expires_at = Timestamptz(null=True, default=None)  # while running: the worker is presumed dead after
+    requeued_at = Timestamptz(null=True, default=None)  # the sweep's last re-send of this schedule
+    last_error = Text(null=True, default=None)
+    provider_name = Text(null=True, default=None)  # who answered last
+    status_code = Integer(null=True, default=None)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+    completed_at = Timestamptz(null=True, default=None)
