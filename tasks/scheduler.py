@@ -21,6 +21,7 @@ import asyncpg
 from app.core import heartbeat, queue
 from app.core.redis import get_redis
 from app.core.settings import get_settings
+from app.integrations import call_sweep, calls
 from app.integrations import health as integration_health
 from app.oauth import refresh as oauth_refresh
 from app.webhooks import dlq, fanout, schedule, stats
@@ -86,6 +87,13 @@ class Scheduler:
         due = await oauth_refresh.due_for_refresh()
         return await queue.asend_many("refresh_oauth_token", [(str(connection_id),) for connection_id in due])
 
+    async def sweep_calls(self) -> int:
+        """Background integration calls whose message or worker was lost go to the workers again."""
+        found = await call_sweep.sweep(grace=self.sweep_grace)
+        for row_id, delay_ms in found:
+            await calls.send_call(row_id, delay_ms)
+        return len(found)
+
     async def fan_out(self) -> int:
         """Drain the fan-out backlog: new events become deliveries, which are enqueued at once."""
         total = 0
@@ -120,7 +128,8 @@ class Scheduler:
             now = loop.time()
             if now >= next_sweep:
                 # Each on its own: one failing (a database error, a bug) must not stop the others.
-                for step in (self.sweep, stats.flush, self.refresh_oauth, self.check_health):  # flush: lost attempts
+                steps = (self.sweep, stats.flush, self.refresh_oauth, self.check_health, self.sweep_calls)
+                for step in steps:  # flush: lost attempts
                     failed |= not await self._step(step)
                 next_sweep = now + SWEEP_SECONDS
             if now >= next_beat:

@@ -1,10 +1,12 @@
 """Calling a provider: this is how the rest of the platform talks to an integration.
 
 `call_integration` is the one way to make a call: to the active provider (failing over first if its
-circuit is open), within its rate limit, its outcome reported to its breaker. `enqueue_call` hands a
-call to the workers (tasks.integrations.call_provider), which make it with `call_integration`. A call
-over the provider's rate limit is deferred and sent again when a token is due (waiting is not
-failing); a failing call is retried with backoff. The call id travels with every attempt as the
+circuit is open), within its rate limit, its outcome reported to its breaker. `enqueue_call` records a
+call in PostgreSQL (integration_calls) and hands it to the workers (tasks.integrations.call_provider,
+app.integrations.background), which make it with `call_integration`. A call over the provider's rate
+limit is deferred and sent again when a token is due (waiting is not failing); a failing call is
+retried with backoff; the row keeps the schedule, so a message lost with Redis is re-sent by the
+scheduler's sweep (app.integrations.call_sweep). The call id travels with every attempt as the
 `Idempotency-Key` header, so a provider that honours it does the work once even when the same call
 reaches it twice (the queue delivers at least once).
 """
@@ -20,12 +22,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import redis.exceptions
+from dramatiq.errors import BrokerConnectionError
 
 from app.core import db, outbound, queue
 from app.core.crypto import DecryptionError, get_keyring
 from app.core.problems import NotFound
 from app.core.times import parse_retry_after
-from app.integrations import breaker, ratelimit
+from app.integrations import breaker, call_rows, ratelimit
 from app.integrations.failover import evaluate
 from app.integrations.state import ProviderView, active_of, credentials_context, load, policy_of
 from app.oauth import refresh as oauth
@@ -88,12 +92,49 @@ async def enqueue_call(
 ) -> str:
     """Enqueue `POST <endpoint>/<operation>` with `payload` to the integration's active provider; returns
     the call id. Pass your own `call_id` when the same call may be enqueued twice (a redelivered event,
-    say): the provider then sees one key for both."""
+    say): the second enqueue of a call id the integration already has is the same call, not another.
+
+    The call is a row in PostgreSQL before it is a message in Redis: once this returns, the call is
+    made even if the message is lost (the sweep re-sends it). NotFound: no such integration."""
+    row_id, call_id, new = await record_call(integration_id, operation, payload, call_id=call_id)
+    if new:
+        try:
+            await send_call(row_id)
+        except (redis.exceptions.RedisError, BrokerConnectionError, OSError) as error:
+            log.warning("call %s recorded; its message waits for the sweep (Redis: %s)", call_id, error)
+    return call_id
+
+
+async def record_call(
+    integration_id: uuid.UUID,
+    operation: str,
+    payload: dict[str, Any],
+    *,
+    call_id: str | None = None,
+    failures: int = 0,
+    deferrals: int = 0,
+    reserved_for: uuid.UUID | None = None,
+) -> tuple[uuid.UUID, str, bool]:
+    """The call's row, due now, without a message: (row id, call id, whether the row is new)."""
     # Refused here, the caller learns of it now, not from a worker's log.
     check_operation(operation)
     call_id = check_call_id(call_id) if call_id is not None else str(uuid.uuid4())
-    await queue.asend("call_provider", str(integration_id), operation, payload, call_id)
-    return call_id
+    body = json.dumps(payload)
+    async with db.connection() as conn:
+        row_id = await conn.fetchval(
+            call_rows.INSERT, uuid.uuid4(), call_id, integration_id, operation, body, failures, deferrals, reserved_for
+        )
+        if row_id is not None:
+            return row_id, call_id, True
+        existing = await conn.fetchval(call_rows.EXISTING, integration_id, call_id)
+    if existing is None:
+        raise NotFound("No such integration.")
+    return existing, call_id, False
+
+
+async def send_call(row_id: uuid.UUID, delay_ms: int | None = None) -> None:
+    """Wake a worker for the call (now, or in `delay_ms`): the message carries only the row's id."""
+    await queue.asend("call_provider", str(row_id), delay_ms=delay_ms or None)
 
 
 async def call_integration(
