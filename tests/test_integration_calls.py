@@ -1,6 +1,7 @@
-"""Calling an integration in the background (app.integrations.calls, tasks.integrations.call_provider):
-over the rate limit a call is deferred, never dropped; a failing call is retried under the same
-Idempotency-Key. Real PostgreSQL and Redis, local provider servers on 127.0.0.1, a real worker."""
+"""Calling an integration in the background (app.integrations.calls, app.integrations.background,
+tasks.integrations.call_provider): over the rate limit a call is deferred, never dropped; a failing call
+is retried under the same Idempotency-Key; its row (integration_calls) records every step. Real
+PostgreSQL and Redis, local provider servers on 127.0.0.1, a real worker."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import dramatiq
 import pytest
 
 from app.core import db
+from app.core.problems import NotFound
 from app.core.redis import get_redis
 from app.integrations import calls, queries, ratelimit
+from app.integrations.background import attempt_call
 from app.integrations.calls import enqueue_call
 from tests.pipeline import drained, wait_until
 from tests.receiver import Answer
@@ -37,6 +40,29 @@ async def all_done() -> bool:
     return not await pending_calls()
 
 
+async def recorded(integration: uuid.UUID, call_id: str, payload: dict | None = None, **counts) -> uuid.UUID:
+    """A call's row, due now, with no message for it (as if a worker had just taken its message)."""
+    row_id, _, new = await calls.record_call(integration, "send", payload or {}, call_id=call_id, **counts)
+    assert new
+    return row_id
+
+
+async def call_row(row_id: uuid.UUID) -> dict:
+    async with db.connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT *, extract(epoch FROM next_attempt_at - now())::float8 AS due_in FROM integration_calls WHERE id = $1",
+            row_id,
+        )
+    assert row is not None
+    return dict(row)
+
+
+async def rows_of(integration: uuid.UUID) -> dict[str, dict]:
+    async with db.connection() as conn:
+        rows = await conn.fetch("SELECT * FROM integration_calls WHERE integration_id = $1", integration)
+    return {row["call_id"]: dict(row) for row in rows}
+
+
 async def integration_with_provider(factory, receiver, **provider) -> tuple[uuid.UUID, uuid.UUID]:
     org = await factory.org()
     integration = await factory.integration(org.id, "SMS", "sms")
@@ -50,49 +76,60 @@ async def integration_with_provider(factory, receiver, **provider) -> tuple[uuid
 
 
 async def test_a_call_over_the_limit_is_sent_again_for_when_the_next_token_is_due(factory, receiver):
-    from tasks.integrations import attempt_call
-
     # Given a provider allowed two calls an hour, both spent
     integration, provider = await integration_with_provider(factory, receiver, rate_limit_per_hour=2)
     for _ in range(2):
         assert (await ratelimit.take(provider, 2)).taken
-    # When a call is attempted
+    # When a call deferred three times already is attempted
+    row_id = await recorded(integration, "call-1", {"to": "+15550100"}, deferrals=3)
     before = time.time()
-    delay_ms = await attempt_call(str(integration), "send", {"to": "+15550100"}, "call-1", 3)
-    # Then the provider is not called, and the same call waits in the queue for the next token (30 min)
+    delay_ms = await attempt_call(row_id)
+    # Then the provider is not called, and the same call waits for the next token (30 min): its row says
+    # so (by PostgreSQL's clock), with the slot booked at the provider, and a message of its id waits
     assert receiver.log == []
     assert delay_ms is not None and 1_700_000 < delay_ms <= 1_800_000
+    row = await call_row(row_id)
+    assert (row["status"], row["deferrals"], row["failures"], row["reserved_for"]) == ("deferred", 4, 0, provider)
+    assert abs(row["due_in"] - delay_ms / 1000) < 5
     [message] = await pending_calls()
-    assert list(message.args) == [str(integration), "send", {"to": "+15550100"}, "call-1", 4, str(provider), 0]
+    assert list(message.args) == [str(row_id)]
     assert message.options["eta"] >= before * 1000 + delay_ms
 
 
 async def test_a_booked_slot_serves_one_attempt_and_a_failure_takes_a_new_token(factory, receiver):
-    from tasks.integrations import attempt_call
-
     # Given a spent bucket of two an hour, and a call deferred with a slot booked for it
     integration, provider = await integration_with_provider(factory, receiver, rate_limit_per_hour=2)
     for _ in range(2):
         assert (await ratelimit.take(provider, 2)).taken
     receiver.default = Answer(status=503)
+    row_id = await recorded(integration, "call-3", deferrals=1, reserved_for=provider)
     # When its slot comes and the provider fails it
-    delay_ms = await attempt_call(str(integration), "send", {}, "call-3", 1, str(provider))
+    delay_ms = await attempt_call(row_id)
     assert len(receiver.log) == 1 and delay_ms is not None and 4_000 <= delay_ms <= 6_000  # 5 s, jittered
     # Then the next try books no slot, counts the failure, and must take a token of its own
+    row = await call_row(row_id)
+    assert (row["status"], row["deferrals"], row["failures"], row["reserved_for"]) == ("failed", 1, 1, None)
+    assert "HTTP 503" in row["last_error"]
     [retry] = await pending_calls()
-    assert list(retry.args)[4:] == [1, None, 1]
+    assert list(retry.args) == [str(row_id)]
+    async with db.connection() as conn:  # its backoff has passed
+        await conn.execute("UPDATE integration_calls SET next_attempt_at = now() WHERE id = $1", row_id)
     assert await attempt_call(*retry.args) is not None
     assert len(receiver.log) == 1  # none to take: deferred, not sent
+    assert (await call_row(row_id))["status"] == "deferred"
 
 
-async def test_a_call_that_keeps_failing_is_given_up_after_twenty_failures(factory, receiver):
-    from tasks.integrations import MAX_FAILURES, CallAbandoned, attempt_call
+async def test_a_call_that_keeps_failing_is_given_up_after_twenty_failures_and_keeps_its_row(factory, receiver):
+    from app.integrations.call_rows import MAX_FAILURES
 
     integration, _ = await integration_with_provider(factory, receiver)
     receiver.default = Answer(status=500)
-    with pytest.raises(CallAbandoned, match=f"failed {MAX_FAILURES + 1} times"):
-        await attempt_call(str(integration), "send", {}, "call-4", 0, None, MAX_FAILURES)
+    row_id = await recorded(integration, "call-4", failures=MAX_FAILURES)
+    assert await attempt_call(row_id) is None
     assert await pending_calls() == []
+    row = await call_row(row_id)
+    assert row["status"] == "abandoned" and row["completed_at"] is not None
+    assert row["last_error"] == f"failed {MAX_FAILURES + 1} times; last: Twilio answered HTTP 500"
 
 
 async def test_a_provider_that_no_longer_accepts_our_credentials_counts_against_it(factory, receiver):
@@ -125,21 +162,18 @@ async def test_calls_over_the_limit_book_slots_one_token_apart():
 async def test_a_provider_that_says_429_defers_the_call_as_long_as_it_asks_without_harming_its_health(
     factory, receiver
 ):
-    from tasks.integrations import attempt_call
-
     integration, _provider = await integration_with_provider(factory, receiver)
     receiver.default = Answer(status=429, headers={"Retry-After": "120"})
     for n in range(6):  # more than the breaker's five failures in a row
-        assert await attempt_call(str(integration), "send", {}, f"busy-{n}") == 120_000
+        assert await attempt_call(await recorded(integration, f"busy-{n}")) == 120_000
     [overview] = await queries.overview((await _org_of(integration)), integration)
     assert overview["providers"][0]["circuit"] == "closed"
-    messages = await pending_calls()
-    assert len(messages) == 6 and all(m.args[5] is None for m in messages)  # nothing booked at our bucket
+    assert len(await pending_calls()) == 6
+    rows = (await rows_of(integration)).values()
+    assert {(row["status"], row["deferrals"], row["reserved_for"]) for row in rows} == {("deferred", 1, None)}
 
 
 async def test_a_provider_that_says_429_until_an_http_date_defers_the_call_until_then(factory, receiver):
-    from tasks.integrations import attempt_call
-
     # Given a provider that is busy until a date ten minutes away (RFC 9110 allows a date for seconds)
     integration, _provider = await integration_with_provider(factory, receiver)
     until = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=600), usegmt=True)
@@ -147,23 +181,28 @@ async def test_a_provider_that_says_429_until_an_http_date_defers_the_call_until
     # When a call is made, directly or by a worker
     with pytest.raises(calls.Deferred) as deferred:
         await calls.call_integration(integration, "send", {})
-    delay_ms = await attempt_call(str(integration), "send", {}, "busy-until")
+    delay_ms = await attempt_call(await recorded(integration, "busy-until"))
     # Then it is deferred by about that long (the date counts whole seconds), not by the default 30 s
     assert 590 <= deferred.value.retry_after <= 600
     assert delay_ms is not None and 590_000 <= delay_ms <= 600_000
 
 
-async def test_a_call_the_provider_refuses_is_not_retried(factory, receiver, worker_process):
+async def test_a_call_the_provider_refuses_is_not_retried_and_its_row_keeps_the_reason(
+    factory, receiver, worker_process
+):
     integration, _ = await integration_with_provider(factory, receiver)
     receiver.default = Answer(status=422, body=b'{"error": "invalid phone number"}')
     await enqueue_call(integration, "send", {"to": "not a number"}, call_id="bad-1")
     await receiver.wait_for(1, timeout=20)
     await wait_until(all_done, timeout=10)
-    # Nothing else arrives: the worker gave it up at once (Dramatiq's dead-letter set keeps it); a retry
-    # would be a delayed message, which the join waits for.
+    # Nothing else arrives: the worker gave it up at once; a retry would be a delayed message, which the
+    # join waits for.
     await drained("integrations", delayed=True)
     assert len(receiver.log) == 1
-    assert await get_redis().zcard("intime:integrations.XQ") == 1  # type: ignore[misc]
+    row = (await rows_of(integration))["bad-1"]
+    assert (row["status"], row["status_code"], row["attempts"]) == ("rejected", 422, 1)
+    assert row["last_error"] == 'Twilio refused the call: HTTP 422: {"error": "invalid phone number"}'
+    assert await get_redis().zcard("intime:integrations.XQ") == 0  # type: ignore[misc]  # the row is the record
 
 
 async def _org_of(integration_id):
@@ -171,11 +210,27 @@ async def _org_of(integration_id):
         return await conn.fetchval("SELECT org_id FROM integrations WHERE id = $1", integration_id)
 
 
-async def test_a_call_to_a_deleted_integration_is_dropped_not_retried(factory, receiver):
-    from tasks.integrations import attempt_call
+async def test_a_call_to_a_missing_integration_is_refused_and_a_deleted_ones_is_dropped(factory, receiver):
+    with pytest.raises(NotFound):
+        await enqueue_call(uuid.uuid4(), "send", {"to": "+15550100"}, call_id="call-2")
+    # A message whose call went with its integration (the rows cascade) finds nothing to do.
+    integration, _ = await integration_with_provider(factory, receiver)
+    row_id = await recorded(integration, "call-2")
+    async with db.connection() as conn:
+        await conn.execute("DELETE FROM integrations WHERE id = $1", integration)
+    assert await attempt_call(row_id) is None
+    assert await pending_calls() == [] and receiver.log == []
 
-    assert await attempt_call(str(uuid.uuid4()), "send", {"to": "+15550100"}, "call-2") is None
-    assert await pending_calls() == []
+
+async def test_the_same_call_id_enqueued_twice_for_an_integration_is_one_call(factory, receiver):
+    integration, _ = await integration_with_provider(factory, receiver)
+    other = await factory.integration(await _org_of(integration), "Email", "email")
+    assert await enqueue_call(integration, "send", {"n": 1}, call_id="order-7") == "order-7"
+    assert await enqueue_call(integration, "send", {"n": 2}, call_id="order-7") == "order-7"
+    await enqueue_call(other, "send", {"n": 3}, call_id="order-7")  # another integration's call of that id
+    assert len(await pending_calls()) == 2
+    [row] = (await rows_of(integration)).values()
+    assert (row["status"], json.loads(row["payload"])) == ("queued", {"n": 1})
 
 
 async def test_an_operation_that_is_not_a_plain_name_is_refused_before_it_is_enqueued(factory, receiver):
@@ -211,6 +266,7 @@ async def test_a_burst_over_the_rate_limit_arrives_whole_once_each_and_no_faster
     # The k-th token after the drain is due no earlier than k seconds after it (0.25 s for clock reads).
     times = sorted(request.at for request in arrived)
     assert all(at >= drained_at + k - 0.25 for k, at in enumerate(times)), [t - drained_at for t in times]
+    assert {row["status"] for row in (await rows_of(integration)).values()} == {"succeeded"}
 
 
 async def test_a_call_the_provider_fails_is_retried_by_the_worker_under_the_same_idempotency_key(
@@ -229,3 +285,6 @@ async def test_a_call_the_provider_fails_is_retried_by_the_worker_under_the_same
     assert attempts == [("POST", "/hook/send", "order-42")] * 2
     assert [json.loads(r.body) for r in arrived] == [{"to": "+15550100"}] * 2
     assert {r.headers["authorization"] for r in arrived} == {"Bearer tw-key"}
+    row = (await rows_of(integration))["order-42"]
+    assert (row["status"], row["attempts"], row["failures"]) == ("succeeded", 2, 1)
+    assert (row["provider_name"], row["status_code"], row["last_error"]) == ("Twilio", 200, None)

@@ -68,15 +68,15 @@ WHERE id = $1 AND status = 'running' AND attempts = $2
 """
 # failed or deferred: the next attempt's schedule ($4 ms from now) and its booked slot, if any.
 AGAIN = """
-UPDATE integration_calls SET status = $3, next_attempt_at = now() + make_interval(secs => $4::float8 / 1000),
-    failures = failures + (CASE WHEN $3 = 'failed' THEN 1 ELSE 0 END),
-    deferrals = deferrals + (CASE WHEN $3 = 'deferred' THEN 1 ELSE 0 END),
+UPDATE integration_calls SET status = $3::text, next_attempt_at = now() + make_interval(secs => $4::float8 / 1000),
+    failures = failures + (CASE WHEN $3::text = 'failed' THEN 1 ELSE 0 END),
+    deferrals = deferrals + (CASE WHEN $3::text = 'deferred' THEN 1 ELSE 0 END),
     reserved_for = $5, last_error = $6, lease_expires_at = NULL, requeued_at = NULL, updated_at = now()
 WHERE id = $1 AND status = 'running' AND attempts = $2 RETURNING id
 """
 # rejected or abandoned: kept, with why.
 ENDED = """
-UPDATE integration_calls SET status = $3, last_error = $4, status_code = COALESCE($5, status_code),
+UPDATE integration_calls SET status = $3::text, last_error = $4, status_code = COALESCE($5, status_code),
     completed_at = now(), updated_at = now(), lease_expires_at = NULL, next_attempt_at = NULL, reserved_for = NULL
 WHERE id = $1 AND status = 'running' AND attempts = $2
 """
