@@ -50,7 +50,8 @@ async def recorded(integration: uuid.UUID, call_id: str, payload: dict | None = 
 async def call_row(row_id: uuid.UUID) -> dict:
     async with db.connection() as conn:
         row = await conn.fetchrow(
-            "SELECT *, extract(epoch FROM next_attempt_at - now())::float8 AS due_in FROM integration_calls WHERE id = $1",
+            "SELECT *, extract(epoch FROM next_attempt_at - now())::float8 AS due_in "
+            "FROM integration_calls WHERE id = $1",
             row_id,
         )
     assert row is not None
