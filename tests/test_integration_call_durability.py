@@ -175,3 +175,43 @@ async def test_a_message_from_before_calls_were_rows_is_made_and_recorded(factor
     await wait_until(settled(integration, 1), timeout=10)
     row = (await rows_of(integration))["legacy-1"]
     assert (row["deferrals"], row["failures"], row["attempts"]) == (2, 1, 1)
+
+
+async def test_the_sweep_resends_only_what_is_overdue_by_the_database_clock_and_not_twice(factory, receiver):
+    from app.integrations import call_sweep
+
+    # Given calls whose messages are gone: one due 5 s ago, one due in a minute, one done
+    integration = await integration_with_provider(factory, receiver)
+    ids = {}
+    for call_id, due in (("overdue", -5), ("later", 60), ("done", -5)):
+        ids[call_id], _, _ = await calls.record_call(integration, "send", {}, call_id=call_id)
+        async with db.connection() as conn:
+            await conn.execute(
+                "UPDATE integration_calls SET next_attempt_at = now() + make_interval(secs => $2) WHERE id = $1",
+                ids[call_id],
+                due,
+            )
+    async with db.connection() as conn:
+        await conn.execute("UPDATE integration_calls SET status = 'succeeded' WHERE id = $1", ids["done"])
+    # When the sweep runs twice with a grace of 1 s
+    first = await call_sweep.sweep(grace=timedelta(seconds=1))
+    second = await call_sweep.sweep(grace=timedelta(seconds=1))
+    # Then only the overdue one is re-sent, now, and not again until SWEEP_RECHECK has passed
+    assert first == [(ids["overdue"], None)]
+    assert second == []
+
+
+async def test_a_message_that_comes_before_its_call_is_due_is_sent_again_for_then(factory, receiver):
+    # Given a call due in 10 s by PostgreSQL's clock (another machine's clock sent its message early)
+    integration = await integration_with_provider(factory, receiver)
+    row_id, _, _ = await calls.record_call(integration, "send", {}, call_id="early")
+    async with db.connection() as conn:
+        await conn.execute("UPDATE integration_calls SET next_attempt_at = now() + interval '10 s'")
+    # When the message is taken, the call is not made, but woken again for when it is due
+    delay_ms = await attempt_call(row_id)
+    assert delay_ms is not None and 9_000 < delay_ms <= 10_000
+    assert receiver.log == [] and await waiting_calls() == 0  # a delayed message (DQ), not a ready one
+    async with db.connection() as conn:
+        assert await conn.fetchval("SELECT status FROM integration_calls WHERE id = $1", row_id) == "queued"
+    delayed = await get_redis().hvals("intime:integrations.DQ.msgs")  # type: ignore[misc]
+    assert [list(dramatiq.Message.decode(str(m).encode()).args) for m in delayed] == [[str(row_id)]]
