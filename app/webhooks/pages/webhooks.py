@@ -39,20 +39,24 @@ def _form_to_data(form: FormMultiDict) -> tuple[dict[str, Any], dict[str, str]]:
         "enabled": form.get("enabled") == "on",
         "timeout_seconds": str(form.get("timeout_seconds", "15")),
         "headers": headers,
-        # Blank: the organisation's cap, no rate limit (null in the API).
-        "max_in_flight": str(form.get("max_in_flight", "")).strip() or None,
-        "rate_limit_per_second": str(form.get("rate_limit_per_second", "")).strip() or None,
         "retry_policy": {f: str(form.get(f"policy_{f}", "")) for f in POLICY_FIELDS if f != "jitter"}
         | {"jitter": form.get("policy_jitter") == "on"}
         if form.get("policy_override") == "on"
         else None,
     }
+    for field in ("max_in_flight", "rate_limit_per_second"):
+        if field in form:  # blank: the organisation's cap, no rate limit (null in the API)
+            data[field] = str(form.get(field, "")).strip() or None
     return data, errors
 
 
 def _form_values(webhook: Webhook | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
     if data is not None:
-        return data | {"headers_text": "\n".join(f"{k}: {v}" for k, v in data.get("headers", {}).items())}
+        return (
+            {"max_in_flight": None, "rate_limit_per_second": None}
+            | data
+            | {"headers_text": "\n".join(f"{k}: {v}" for k, v in data.get("headers", {}).items())}
+        )
     if webhook is None:
         return {
             "name": "",
