@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -74,15 +75,16 @@ async def set_rules(org_id: uuid.UUID, new: DeliveryRules) -> DeliveryRules:
     return new
 
 
-async def limits_in(conn, webhook_ids: list[uuid.UUID]) -> dict[uuid.UUID, WebhookLimits]:
+async def limits_in(conn, webhook_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, WebhookLimits]:
     """Each webhook's effective (cap, rate) in one query; ids of no webhook are left out."""
-    if not webhook_ids:
+    ids = list(webhook_ids)
+    if not ids:
         return {}
-    rows = await conn.fetch(statements.WEBHOOK_LIMITS, list(webhook_ids), DEFAULT_MAX_IN_FLIGHT)
+    rows = await conn.fetch(statements.WEBHOOK_LIMITS, ids, DEFAULT_MAX_IN_FLIGHT)
     return {row["id"]: WebhookLimits(row["max_in_flight"], row["rate_limit_per_second"]) for row in rows}
 
 
-async def limits(webhook_ids: list[uuid.UUID]) -> dict[uuid.UUID, WebhookLimits]:
+async def limits(webhook_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, WebhookLimits]:
     async with db.connection() as conn:
         return await limits_in(conn, webhook_ids)
 
