@@ -76,7 +76,12 @@ async def test_refusals_of_a_payload_do_not_disable_the_webhook_unless_the_organ
     # When the organisation counts them (for receivers that answer 4xx only when they are broken)
     rules = await api.put("/delivery-settings", {"count_payload_rejections": True})
     assert rules.status_code == 200
-    assert rules.json() == {"count_payload_rejections": True, "auto_disable_after": 10, "warnings_at": [5, 8]}
+    assert rules.json() == {
+        "count_payload_rejections": True,
+        "max_in_flight": 10,
+        "auto_disable_after": 10,
+        "warnings_at": [5, 8],
+    }
 
     # Then ten more refusals disable another webhook
     other = await _refused_deliveries(api, receiver, 422, 10)

@@ -25,6 +25,9 @@ STRING = {"type": "string"}
 STRINGS = {"type": "array", "items": STRING}
 POLICY_OR_NULL = {"oneOf": [{"$ref": "#/components/schemas/RetryPolicy"}, {"type": "null"}]}
 HEADERS = {"type": "object", "additionalProperties": STRING}
+CAP = {"type": "integer", "minimum": 1, "maximum": 1000}
+CAP_OR_NULL = {"oneOf": [CAP, {"type": "null"}]}
+RATE_OR_NULL = {"oneOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 10000}, {"type": "null"}]}
 
 # --- retry policy (CONTRACT "Retry policy") -------------------------------------------------------------
 
@@ -67,6 +70,17 @@ class WebhookIn(msgspec.Struct):
     headers: Annotated[Any, _loose(HEADERS, "Custom request headers (at most 20); values are stored sealed.")] = (
         msgspec.UNSET
     )
+    max_in_flight: Annotated[
+        Any,
+        _loose(
+            CAP_OR_NULL,
+            "Deliveries of this webhook queued or being sent at once, across all workers; more wait in "
+            "PostgreSQL without using a retry. null: the organisation's default (GET /delivery-settings).",
+        ),
+    ] = msgspec.UNSET
+    rate_limit_per_second: Annotated[
+        Any, _loose(RATE_OR_NULL, "Deliveries started per second at most, decimals allowed (0.5); null: no limit.")
+    ] = msgspec.UNSET
 
 
 WEBHOOK_REQUIRED = ["event_patterns", "name", "url"]
@@ -92,6 +106,10 @@ class WebhookOut(msgspec.Struct):
     """Custom headers, credentials masked."""
     retry_policy: RetryPolicy | None
     """None: the organisation's default applies."""
+    max_in_flight: int | None
+    """Deliveries of this webhook in flight at once; None: the organisation's default applies."""
+    rate_limit_per_second: float | None
+    """Deliveries started per second at most; None: no rate limit."""
     consecutive_failures: int
     secret_rotating_until: datetime | None
     """Until then the previous secret signs too."""
@@ -228,11 +246,22 @@ class DeliverySettingsOut(msgspec.Struct):
     count_payload_rejections: bool
     """Whether a refusal of one payload (a non-retryable 4xx other than 401, 403, 404, 405 and 410,
     which always count) counts towards auto-disable."""
+    max_in_flight: int
+    """The organisation's default cap: deliveries of one webhook queued or being sent at once (1 to
+    1000), for webhooks without a cap of their own; more wait in PostgreSQL without using a retry."""
     auto_disable_after: int
     """Failed deliveries in a row (not attempts; test sends never count) that disable a webhook."""
     warnings_at: list[int]
     """Failed deliveries in a row at which a webhook.failing event warns."""
 
 
-class DeliverySettingsIn(msgspec.Struct, forbid_unknown_fields=True):
-    count_payload_rejections: bool
+class DeliverySettingsIn(msgspec.Struct):
+    """The rules to change: a field left out keeps its current value. Decoded loosely, like the
+    webhook bodies: `delivery_settings.parse_rules` names each bad or unknown field."""
+
+    count_payload_rejections: Annotated[
+        Any, _loose({"type": "boolean"}, "Count refusals of a payload (400, 409, 413, 422, ...) too.")
+    ] = msgspec.UNSET
+    max_in_flight: Annotated[Any, _loose(CAP, "Default cap on deliveries of one webhook in flight at once.")] = (
+        msgspec.UNSET
+    )

@@ -148,11 +148,20 @@ TO_DLQ = (
     "WHERE id = $1 AND ($4::int IS NULL OR (status = 'processing' AND attempt_count = $4)) RETURNING id"
 )
 # An organisation's delivery rules (delivery_settings.py); no row: the defaults.
-DELIVERY_RULES = "SELECT count_payload_rejections FROM delivery_settings WHERE org_id = $1"
+DELIVERY_RULES = "SELECT count_payload_rejections, max_in_flight FROM delivery_settings WHERE org_id = $1"
 SET_DELIVERY_RULES = (
-    "INSERT INTO delivery_settings (org_id, count_payload_rejections, updated_at) VALUES ($1, $2, now()) "
-    "ON CONFLICT (org_id) DO UPDATE SET count_payload_rejections = excluded.count_payload_rejections, "
+    "INSERT INTO delivery_settings (org_id, count_payload_rejections, max_in_flight, updated_at) "
+    "VALUES ($1, $2, $3, now()) ON CONFLICT (org_id) DO UPDATE SET "
+    "count_payload_rejections = excluded.count_payload_rejections, max_in_flight = excluded.max_in_flight, "
     "updated_at = now()"
+)
+# Each webhook's effective limits (delivery_settings.limits_in), in one round trip for any number of
+# webhooks: its own cap, else its organisation's default, else $2 (DEFAULT_MAX_IN_FLIGHT, for an
+# organisation without a delivery_settings row), and its rate limit (NULL: none). Ids that are not a
+# webhook are left out; a deleted webhook is not, since its deliveries still in flight count.
+WEBHOOK_LIMITS = (
+    "SELECT w.id, coalesce(w.max_in_flight, s.max_in_flight, $2) AS max_in_flight, w.rate_limit_per_second "
+    "FROM webhooks w LEFT JOIN delivery_settings s ON s.org_id = w.org_id WHERE w.id = ANY($1::uuid[])"
 )
 # Counts failed deliveries in a row (dlq.AUTO_DISABLE_AFTER disables the webhook); a success resets it.
 COUNT_FAILED_DELIVERY = (

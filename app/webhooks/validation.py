@@ -10,7 +10,7 @@ from typing import Any
 from app.core import fields
 from app.core.outbound import OutboundRefused, check_url
 from app.events import services as events
-from app.webhooks import patterns, retry
+from app.webhooks import delivery_settings, patterns, retry
 from app.webhooks.secrets import mask_value, open_headers
 from app.webhooks.tables import Webhook
 
@@ -20,7 +20,18 @@ HEADER_VALUE_RE = re.compile(r"^[\x20-\x7e\t]{0,2000}$")
 # Headers we set ourselves (or that HTTP owns): a custom header may not replace them.
 RESERVED_HEADERS = {"host", "content-type", "content-length", "user-agent", "connection", "transfer-encoding"}
 RESERVED_PREFIXES = ("x-intime-", "webhook-")
-FIELDS = {"name", "url", "description", "event_patterns", "enabled", "timeout_seconds", "headers", "retry_policy"}
+FIELDS = {
+    "name",
+    "url",
+    "description",
+    "event_patterns",
+    "enabled",
+    "timeout_seconds",
+    "headers",
+    "retry_policy",
+    "max_in_flight",
+    "rate_limit_per_second",
+}
 
 
 class WebhookInvalid(fields.Invalid):
@@ -56,6 +67,19 @@ def _check_headers(raw: Any, errors: dict[str, str], current: dict[str, str]) ->
         else:
             headers[str(name)] = value
     return headers
+
+
+def _check_limits(data: dict[str, Any], out: dict[str, Any], errors: dict[str, str]) -> None:
+    """The webhook's cap in flight and rate limit; null (a blank form field) returns each to its
+    default: the organisation's cap, no rate limit."""
+    for field, check in (
+        ("max_in_flight", delivery_settings.check_cap),
+        ("rate_limit_per_second", delivery_settings.check_rate),
+    ):
+        if field in data:
+            value = None if data[field] is None else check(data[field], field, errors)
+            if field not in errors:
+                out[field] = value
 
 
 async def validate(data: dict[str, Any], *, partial: bool = False, current_webhook: Webhook | None = None) -> dict:
@@ -117,6 +141,7 @@ async def validate(data: dict[str, Any], *, partial: bool = False, current_webho
             except retry.PolicyError as error:
                 for field, message in error.errors.items():
                     errors[f"retry_policy.{field}"] = message
+    _check_limits(data, out, errors)
     unknown = sorted(set(data) - FIELDS)
     if unknown:
         errors[unknown[0]] = f"Unknown field {', '.join(unknown)}."

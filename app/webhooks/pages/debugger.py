@@ -20,7 +20,7 @@ from litestar.response import Template
 
 from app.accounts.auth import admin_only, principal_of
 from app.core import times
-from app.webhooks import bulk, charts, queries, retry_config, services, stats
+from app.webhooks import bulk, charts, delivery_settings, queries, retry_config, services, stats
 from app.webhooks.dlq import FailedSince
 from app.webhooks.tables import DeliveryStatus, Webhook
 
@@ -128,10 +128,14 @@ class DebuggerPages(Controller):
         inspector = await queries.get_delivery(principal_of(request).org_id, open) if open else None
         if inspector is not None and inspector["webhook_id"] != webhook.id:
             inspector = None
+        limits = (await delivery_settings.limits([webhook.id]))[webhook.id]
+        rate = limits.rate_limit_per_second
         context = {
             "webhook": webhook,
             "policy": policy,
             "policy_is_override": webhook.retry_policy not in (None, "null"),
+            "limits": limits,
+            "rate": None if rate is None else delivery_settings.shown_rate(rate),
             **await _overview(webhook, window),
             **await _history(request, webhook, flt),
             "delivery": inspector,

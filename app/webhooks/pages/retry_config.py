@@ -1,5 +1,5 @@
 """The organisation's retry policy page, with a live preview of the schedule it gives, and its
-delivery rules (what counts towards auto-disable)."""
+delivery rules (what counts towards auto-disable, the default cap on deliveries in flight)."""
 
 from __future__ import annotations
 
@@ -41,10 +41,19 @@ class RetryConfigPage(Controller):
     @post("/rules", name="retry:rules", guards=[admin_only], status_code=200)
     async def save_rules(self, request: Request) -> Template:
         org_id = principal_of(request).org_id
-        rules = delivery_settings.DeliveryRules((await request.form()).get("count_payload_rejections") == "on")
-        await delivery_settings.set_rules(org_id, rules)
+        form = await request.form()
+        data: dict[str, Any] = {"count_payload_rejections": form.get("count_payload_rejections") == "on"}
+        if "max_in_flight" in form:
+            data["max_in_flight"] = str(form.get("max_in_flight", ""))
         policy = await retry_config.org_policy(org_id)
-        context = await _page_context(org_id, policy.as_dict(), {}) | {"rules_saved": True}
+        context = await _page_context(org_id, policy.as_dict(), {})
+        try:
+            rules = delivery_settings.parse_rules(data, context["rules"])
+        except delivery_settings.RulesInvalid as error:
+            context |= {"rules_errors": error.errors, "rules_values": data}
+            return Template("webhooks/retry_config.html", context=context, status_code=422)
+        await delivery_settings.set_rules(org_id, rules)
+        context |= {"rules": rules, "rules_saved": True}
         return Template("webhooks/retry_config.html", context=context)
 
     @post("/preview", name="retry:preview")

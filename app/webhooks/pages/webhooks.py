@@ -14,7 +14,7 @@ from litestar.response import Redirect, Template
 
 from app.accounts.auth import admin_only, principal_of
 from app.core.urls import local_path
-from app.webhooks import operations, patterns, retry, retry_config, secrets, services, validation
+from app.webhooks import delivery_settings, operations, patterns, retry, retry_config, secrets, services, validation
 from app.webhooks.pages.retry_config import POLICY_FIELDS
 from app.webhooks.tables import Webhook
 
@@ -44,12 +44,19 @@ def _form_to_data(form: FormMultiDict) -> tuple[dict[str, Any], dict[str, str]]:
         if form.get("policy_override") == "on"
         else None,
     }
+    for field in ("max_in_flight", "rate_limit_per_second"):
+        if field in form:  # blank: the organisation's cap, no rate limit (null in the API)
+            data[field] = str(form.get(field, "")).strip() or None
     return data, errors
 
 
 def _form_values(webhook: Webhook | None = None, data: dict[str, Any] | None = None) -> dict[str, Any]:
     if data is not None:
-        return data | {"headers_text": "\n".join(f"{k}: {v}" for k, v in data.get("headers", {}).items())}
+        return (
+            {"max_in_flight": None, "rate_limit_per_second": None}
+            | data
+            | {"headers_text": "\n".join(f"{k}: {v}" for k, v in data.get("headers", {}).items())}
+        )
     if webhook is None:
         return {
             "name": "",
@@ -60,9 +67,12 @@ def _form_values(webhook: Webhook | None = None, data: dict[str, Any] | None = N
             "timeout_seconds": 15,
             "headers_text": "",
             "retry_policy": None,
+            "max_in_flight": None,
+            "rate_limit_per_second": None,
         }
     headers = secrets.shown_headers(webhook)  # credentials masked; a masked value sent back is kept
     policy = json.loads(webhook.retry_policy) if isinstance(webhook.retry_policy, str) else webhook.retry_policy
+    rate = webhook.rate_limit_per_second
     return {
         "name": webhook.name,
         "url": webhook.url,
@@ -72,6 +82,8 @@ def _form_values(webhook: Webhook | None = None, data: dict[str, Any] | None = N
         "timeout_seconds": webhook.timeout_seconds,
         "retry_policy": policy,
         "headers_text": "\n".join(f"{k}: {v}" for k, v in headers.items()),
+        "max_in_flight": webhook.max_in_flight,
+        "rate_limit_per_second": None if rate is None else delivery_settings.shown_rate(rate),
     }
 
 
@@ -86,6 +98,7 @@ async def _form_context(principal, values: dict[str, Any], errors: dict[str, str
         "catalog": sorted(catalog),
         "suggestions": ["*", *[f"{d}.*" for d in domains], *[f"{c}.*" for c in categories], *sorted(catalog)],
         "org_policy": await retry_config.org_policy(principal.org_id),
+        "org_rules": await delivery_settings.rules(principal.org_id),
         "strategies": retry.STRATEGIES,
         "matched": _matched(values.get("event_patterns", ""), catalog),
     }
