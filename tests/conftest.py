@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
@@ -285,6 +286,12 @@ def skewed_worker():
             stderr=subprocess.STDOUT,
         )
         started.append((process, log))
+        # Dramatiq says so once its consumers run: only then does the test's traffic reach this worker.
+        deadline = time.monotonic() + 30
+        while "ready for action" not in (ROOT / "test-artifacts" / name).read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the skewed worker did not start; see test-artifacts/{name}")
+            time.sleep(0.1)
         return process
 
     yield start
