@@ -145,7 +145,7 @@ def check_hanging(rows: list, arrivals: list, path: str, kills: list[float], rep
         if arrived_path == path and status == 0:
             hung[delivery] += 1
     untrue: list[dict] = []
-    unexplained_lost: list[str] = []
+    unexplained_lost: list[dict] = []
     outcome_count: dict[str, int] = defaultdict(int)
     for delivery, (status, attempt_count) in statuses.items():
         history = attempts[delivery]
@@ -156,7 +156,9 @@ def check_hanging(rows: list, arrivals: list, path: str, kills: list[float], rep
             if row["outcome"] == "lost" and not any(
                 row["started_at"] <= kill + KILL_SLACK_S and kill - 60 <= row["started_at"] for kill in kills
             ):
-                unexplained_lost.append(delivery)
+                unexplained_lost.append(
+                    {"delivery": delivery, "started_after_kills_s": [round(row["started_at"] - k, 1) for k in kills]}
+                )
         if (
             status not in ("success", "dlq")
             or numbers != list(range(1, attempt_count + 1))
@@ -172,6 +174,7 @@ def check_hanging(rows: list, arrivals: list, path: str, kills: list[float], rep
         "untrue_histories": len(untrue),
         "untrue_sample": untrue[:5],
         "unexplained_lost_attempts": len(unexplained_lost),
+        "unexplained_lost_sample": unexplained_lost[:5],
     }
     if not report.hanging["hung_requests"]:
         report.problems.append("the hanging endpoint never hung: its check proved nothing")
@@ -179,5 +182,6 @@ def check_hanging(rows: list, arrivals: list, path: str, kills: list[float], rep
         report.problems.append(f"{len(untrue)} deliveries to the hanging endpoint have untrue histories: {untrue[:3]}")
     if unexplained_lost:
         report.problems.append(
-            f"{len(unexplained_lost)} lost attempts to the hanging endpoint with no worker killed during them"
+            f"{len(unexplained_lost)} lost attempts to the hanging endpoint with no worker killed during them: "
+            f"{unexplained_lost[:3]}"
         )
