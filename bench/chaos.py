@@ -1,5 +1,10 @@
-"""`./task chaos`: publish events to three webhooks while faults hit every part of the pipeline in turn,
+"""`./task chaos`: publish events to four webhooks while faults hit every part of the pipeline in turn,
 then prove that nothing was lost.
+
+Three webhooks point at a receiver that answers (in 100 ms); the fourth at an endpoint that hangs past
+its webhook's timeout for a share of requests (HANG_PERCENT). Two worker process groups share the
+queues, as two machines would: the one the faults kill, and one whose wall clock runs SKEW_S ahead
+(libfaketime, devtools.skew), which is never killed.
 
 The faults, in order: SIGKILL the worker in the middle of sends (a supervisor starts a new one a second
 later); restart Redis with its data wiped (every queued and delayed message gone); the receiver answers
@@ -10,7 +15,9 @@ PostgreSQL (immediate stop, WAL recovery). Afterwards:
 - duplicates are counted, and each carries the same `webhook-id` as its first copy;
 - no delivery is left `processing` (or pending, or waiting for a retry);
 - the DLQ holds only what the retry policy says: with the policy used here, which outlasts the outage,
-  nothing.
+  nothing;
+- the hanging endpoint's deliveries have true histories (bench.chaos_verify: attempts 1..n, no more
+  timeouts on record than hung requests, a `lost` attempt only where a worker was killed).
 
 It runs on its own PostgreSQL and Redis under `.data/chaos/` (or `--data-dir`), because it restarts
 them; DATABASE_URL and REDIS_URL are ignored. `--small` is the version the test suite runs.
@@ -29,15 +36,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import pipeline
+from bench.chaos_verify import Report, connect, verify
 from bench.common import ROOT
+from devtools.skew import skewed_env
 
-HOOKS = 3
+HOOKS = 3  # webhooks to the answering receiver; one more goes to the hanging endpoint
+HANG_PERCENT = 20  # of the requests to the fourth webhook, answered never (it times out at 2 s)
+SKEW_S = 5.0  # the second worker's clock runs this far ahead
 RECEIVER_DELAY_MS = 100  # each answer takes this long, so that a fault finds sends in flight
 # Outlasts the outage: 12 retries, 0.25 s doubling to at most 4 s, is about 35 s of trying.
 POLICY = {"strategy": "exponential", "base_delay_ms": 250, "max_delay_ms": 4000, "max_retries": 12, "jitter": True}
@@ -84,32 +94,6 @@ SMALL = Plan(
 )
 
 
-@dataclass
-class Report:
-    events: int = 0
-    pairs: int = 0
-    received_pairs: int = 0
-    lost: int = 0
-    duplicates: int = 0
-    duplicates_with_another_id: int = 0
-    left_processing: int = 0
-    left_unfinished: int = 0
-    dlq: dict[str, int] = field(default_factory=dict)
-    failed_attempts: int = 0
-    lost_attempts: int = 0
-    drained_s: float = 0.0
-    # For pairs never received: what the database says of their deliveries (status -> count), and a few
-    # of them in full; "success" here would be a real loss, anything else an unfinished run.
-    lost_by_status: dict[str, int] = field(default_factory=dict)
-    lost_sample: list[dict] = field(default_factory=list)
-    faults: list[dict] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.problems
-
-
 class Processes:
     """The project's processes, as a supervisor (systemd, Kubernetes) would run them: started with
     bench.pipeline's spawn (its environment and $BENCH_LOG are the run's), killed at will."""
@@ -118,9 +102,15 @@ class Processes:
         self.plan = plan
         self.worker: subprocess.Popen | None = None
         self.scheduler: subprocess.Popen | None = None
+        self.skewed: subprocess.Popen | None = None
+        self.kills: list[float] = []  # wall-clock times of the worker kills
 
     def start_worker(self) -> None:
         self.worker = pipeline.spawn(pipeline.worker_argv(self.plan.worker_processes, self.plan.worker_threads))
+
+    def start_skewed_worker(self) -> None:
+        """One worker process whose clock is SKEW_S off, beside the others, for the whole run."""
+        self.skewed = pipeline.spawn(pipeline.worker_argv(1, self.plan.worker_threads), **skewed_env(SKEW_S))
 
     def start_scheduler(self) -> None:
         self.scheduler = pipeline.spawn([sys.executable, "-m", "tasks.scheduler"])
@@ -132,19 +122,7 @@ class Processes:
             process.wait()
 
     def stop_all(self) -> None:
-        pipeline.stop(*(p for p in (self.scheduler, self.worker) if p is not None))
-
-
-async def connect(url: str, attempts: int = 100):
-    """A fresh connection, waiting out a database restart."""
-    import asyncpg
-
-    for _ in range(attempts):
-        try:
-            return await asyncpg.connect(url, timeout=5)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            await asyncio.sleep(0.2)
-    raise RuntimeError("the database did not come back")
+        pipeline.stop(*(p for p in (self.scheduler, self.worker, self.skewed) if p is not None))
 
 
 async def publish(url: str, org_id, plan: Plan, stop: asyncio.Event) -> int:
@@ -197,6 +175,7 @@ async def inject(fault: str, data_dir: Path, processes: Processes, control, plan
         deadline, in_flight = time.monotonic() + 5, 0
         while not in_flight and time.monotonic() < deadline:  # strike while sends are in flight
             in_flight = (await counts(url, org_id)).get("processing", 0)
+        processes.kills.append(time.time())
         processes.kill(processes.worker)
         await asyncio.sleep(1)
         processes.start_worker()
@@ -217,71 +196,6 @@ async def inject(fault: str, data_dir: Path, processes: Processes, control, plan
         await asyncio.to_thread(embedded.restart_postgres, data_dir)
         return f"immediate stop and crash recovery, back after {time.monotonic() - started:.1f} s"
     raise ValueError(fault)
-
-
-async def verify(url: str, org_id, arrivals: list, report: Report) -> None:
-    conn = await connect(url)
-    try:
-        events = [r["id"] for r in await conn.fetch("SELECT id FROM events WHERE org_id = $1", org_id)]
-        hooks = {r["id"]: r["url"] for r in await conn.fetch("SELECT id, url FROM webhooks WHERE org_id = $1", org_id)}
-        rows = await conn.fetch(
-            "SELECT status, dlq_reason, count(*) AS n FROM webhook_deliveries WHERE org_id = $1 GROUP BY 1, 2", org_id
-        )
-        deliveries = await conn.fetch(
-            "SELECT d.event_id::text AS event_id, w.url, d.status, d.attempt_count, d.dlq_reason, "
-            "d.next_attempt_at::text AS next_attempt_at, d.requeued_at::text AS requeued_at, "
-            "d.lease_expires_at::text AS lease_expires_at, d.last_error "
-            "FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.org_id = $1",
-            org_id,
-        )
-        outcomes = await conn.fetch(
-            "SELECT a.outcome, count(*) AS n FROM delivery_attempts a "
-            "JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.org_id = $1 GROUP BY 1",
-            org_id,
-        )
-    finally:
-        await conn.close()
-    paths = {"/" + url.split("/", 3)[3] for url in hooks.values()}
-    expected = {(str(event), path) for event in events for path in paths}
-    copies: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for event, webhook_id, _at, path, status in arrivals:
-        if 200 <= status < 300:
-            copies[(event, path)].append(webhook_id)
-    report.events, report.pairs = len(events), len(expected)
-    report.received_pairs = len(expected & copies.keys())
-    missing = expected - copies.keys()
-    report.lost = len(missing)
-    for delivery in deliveries:
-        if (delivery["event_id"], "/" + delivery["url"].split("/", 3)[3]) in missing:
-            report.lost_by_status[delivery["status"]] = report.lost_by_status.get(delivery["status"], 0) + 1
-            if len(report.lost_sample) < 5:
-                report.lost_sample.append(dict(delivery))
-    report.duplicates = sum(len(ids) - 1 for ids in copies.values())
-    report.duplicates_with_another_id = sum(1 for ids in copies.values() if len(set(ids)) > 1)
-    by_status: dict[str, int] = defaultdict(int)
-    for row in rows:
-        by_status[row["status"]] += row["n"]
-        if row["status"] == "dlq":
-            report.dlq[row["dlq_reason"]] = report.dlq.get(row["dlq_reason"], 0) + row["n"]
-    report.left_processing = by_status["processing"]
-    report.left_unfinished = by_status["pending"] + by_status["failed"]
-    attempts = {row["outcome"]: row["n"] for row in outcomes}
-    report.failed_attempts = sum(n for outcome, n in attempts.items() if outcome not in ("success", "lost"))
-    report.lost_attempts = attempts.get("lost", 0)
-    if report.lost:
-        report.problems.append(
-            f"{report.lost} (event, webhook) pairs never received; their deliveries: {report.lost_by_status}"
-        )
-    if report.duplicates_with_another_id:
-        report.problems.append(f"{report.duplicates_with_another_id} duplicates carried a different webhook-id")
-    if report.left_processing or report.left_unfinished:
-        report.problems.append(
-            f"{report.left_processing} deliveries left processing, {report.left_unfinished} pending or failed"
-        )
-    if report.dlq:
-        report.problems.append(f"the DLQ holds {report.dlq}; the policy outlasts every fault, so it should be empty")
-    if sum(by_status.values()) != len(expected):
-        report.problems.append(f"{sum(by_status.values())} delivery rows for {len(expected)} (event, webhook) pairs")
 
 
 async def run(plan: Plan, data_dir: Path) -> Report:
@@ -309,7 +223,9 @@ async def run(plan: Plan, data_dir: Path) -> Report:
             org_id = await _organisation(base)
             processes = Processes(plan)
             processes.start_worker()
+            processes.start_skewed_worker()
             processes.start_scheduler()
+            report.skewed_worker_s = SKEW_S
             await asyncio.sleep(3)  # boot
             try:
                 stop = asyncio.Event()
@@ -331,7 +247,7 @@ async def run(plan: Plan, data_dir: Path) -> Report:
                 arrivals = (await control.get("/_arrivals", timeout=60)).json()
             finally:
                 processes.stop_all()
-        await verify(url, org_id, arrivals, report)
+        await verify(url, org_id, arrivals, report, _hang_url(base), processes.kills)
     except (subprocess.CalledProcessError, httpx.HTTPError, RuntimeError) as error:
         report.problems.append(f"the run itself failed: {error!r}")
     finally:
@@ -367,9 +283,23 @@ async def _organisation(base: str):
                     "retry_policy": POLICY,
                 },
             )
+        await services.create_webhook(
+            org.id,
+            {
+                "name": "chaos hanging",
+                "url": _hang_url(base),
+                "event_patterns": ["job.*"],
+                "timeout_seconds": 2,
+                "retry_policy": POLICY,
+            },
+        )
     finally:
         await db.close_pool()
     return org.id
+
+
+def _hang_url(base: str) -> str:
+    return f"{base}/hang/{HANG_PERCENT}/hook/{HOOKS}"
 
 
 def print_report(report: Report) -> None:
@@ -384,6 +314,20 @@ def print_report(report: Report) -> None:
         ("dead-lettered", ", ".join(f"{k}: {v}" for k, v in report.dlq.items()) or "0"),
         ("failed attempts / attempts lost with a worker", f"{report.failed_attempts:,} / {report.lost_attempts:,}"),
         ("all settled after", f"{report.drained_s} s"),
+        ("worker with a skewed clock", f"{report.skewed_worker_s:+g} s"),
+        (
+            f"hanging endpoint ({HANG_PERCENT}% of requests): deliveries",
+            ", ".join(f"{k}: {v}" for k, v in report.hanging.get("by_status", {}).items()) or "none",
+        ),
+        (
+            "  requests that hung / attempts by outcome",
+            f"{report.hanging.get('hung_requests', 0)} / "
+            + ", ".join(f"{k}: {v}" for k, v in report.hanging.get("attempt_outcomes", {}).items()),
+        ),
+        (
+            "  untrue histories / unexplained lost attempts",
+            f"{report.hanging.get('untrue_histories', 0)} / {report.hanging.get('unexplained_lost_attempts', 0)}",
+        ),
     ]
     print()
     for name, value in rows:
@@ -405,7 +349,8 @@ def main() -> None:
     plan = SMALL if args.small else FULL
     if not args.json:
         print(
-            f"[chaos] {plan.events:,} events at {plan.rate:g}/s to {HOOKS} webhooks; faults: "
+            f"[chaos] {plan.events:,} events at {plan.rate:g}/s to {HOOKS} webhooks and one that hangs for "
+            f"{HANG_PERCENT}% of requests; a worker {SKEW_S:+g} s off; faults: "
             + ", ".join(f"{fault} at {at:g} s" for at, fault in plan.faults),
             flush=True,
         )

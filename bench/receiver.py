@@ -1,6 +1,8 @@
 """A fast webhook receiver for the benchmarks (one process, uvloop, a bare HTTP/1.1 protocol).
 
-It answers 200 to every POST (or, for paths under /fail-first/, 503 to each delivery's first try),
+It answers 200 to every POST (or, for paths under /fail-first/, 503 to each delivery's first try; for
+paths under /hang/<percent>/, that share of requests gets no answer at all: the connection stays open
+until the sender gives up, as a receiver stuck on a lock does; such an arrival is kept with status 0),
 counts the 2xx answers, and keeps (event id, webhook-id, arrival time, path, status) for every POST so
 the bench can compute latency, lateness and, for the chaos run, what arrived where and how often.
 GET /_stats returns the count; GET /_arrivals the records; POST /_reset clears them; POST
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import sys
 import time
 
@@ -88,6 +91,9 @@ class Protocol(asyncio.Protocol):
         else:
             now = time.time()
             event = body[7:43].decode("latin-1")  # the body starts {"id": "<uuid>"
+            if path.startswith("/hang/") and random.random() * 100 < float(path.split("/", 3)[2]):
+                STATE.arrivals.append((event, delivery, now, path, 0))
+                return
             if now < STATE.failing_until:
                 answer, status = DOWN, 500
             elif path.startswith("/fail-first/") and delivery not in STATE.failed_once:

@@ -186,12 +186,12 @@ def print_table(rows: list[dict]) -> None:
         print(f"{row['deliveries']:>11,}  {row['check']:<28} {row['p50_ms']:>8} {row['p95_ms']:>8}  {mark}")
 
 
-SCENARIOS = ("throughput", "memory", "latency", "fanout", "retry", "disable", "baselines", "pages")
+SCENARIOS = ("throughput", "memory", "latency", "fanout", "retry", "disable", "noisy", "baselines", "pages")
 
 
 async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
     from app.core import db
-    from bench import engine_load, pipeline
+    from bench import engine_load, noisy, pipeline
 
     await db.open_pool(max_size=4)
     rows: list[dict] = []
@@ -217,6 +217,8 @@ async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
             await run("retry", pipeline.retry_timing(40 if quick else 500))
         if "disable" in only:
             await run("disable storm", engine_load.disable_storm(10_000 if quick else 100_000))
+        if "noisy" in only:
+            await run("noisy neighbour", noisy.noisy_neighbour(50, 8 if quick else 20))
         for row in rows:
             print(f"[bench] {json.dumps(row, default=str)}", file=sys.stderr, flush=True)
     finally:
@@ -287,6 +289,19 @@ def judge(rows: list[dict]) -> list[tuple[str, str, str]]:
             "another webhook's p99 latency during the drain within 2x of before",
             f"p99 {before['p99_ms']} → {during['p99_ms']} ms",
             during["p99_ms"] <= 2 * before["p99_ms"],
+        )
+    if "noisy" in by:
+        n = by["noisy"]
+        quiet, loud = n["quiet"], n["hanging"]
+        add(
+            f"noisy neighbour: the other {n['organisations'] - 1} orgs' p99 within 2x while 1 hangs",
+            f"p99 {quiet['others_p99_ms']} → {loud['others_p99_ms']} ms",
+            loud["others_p99_ms"] <= 2 * quiet["others_p99_ms"] and loud["others_received"] == loud["others_events"],
+        )
+        add(
+            "noisy neighbour: zero lost attempts",
+            f"{quiet['lost_attempts']} / {loud['lost_attempts']} (quiet / hanging)",
+            quiet["lost_attempts"] == 0 and loud["lost_attempts"] == 0,
         )
     return verdicts
 

@@ -23,8 +23,10 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -102,7 +104,7 @@ async def recreate_database(url: str) -> None:
 UNIT_DIR = ROOT / "tests" / "unit"
 BROWSER_DIR = ROOT / "tests" / "browser"
 # Fixtures that mean a test drives a real subprocess worker or a browser: end-to-end.
-E2E_FIXTURES = {"worker_process", "live_server", "browser", "page"}
+E2E_FIXTURES = {"worker_process", "skewed_worker", "live_server", "browser", "page"}
 E2E_FILES = {ROOT / "tests" / "test_chaos.py"}
 _STARTED: embedded.Started | None = None
 _PREPARED = False
@@ -251,6 +253,51 @@ def worker_process():
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+def _stop_worker(process: subprocess.Popen) -> None:
+    import signal
+
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def skewed_worker():
+    """Start extra real `dramatiq tasks` workers whose wall clock is off by `seconds` (libfaketime, see
+    devtools.skew), beside the session's worker and on the same queues; each is stopped when the test
+    ends. `skewed_worker(5.0)` returns the process; its log is test-artifacts/skewed-worker-*.log."""
+    from devtools.skew import skewed_env
+
+    started: list[tuple[subprocess.Popen, IO[str]]] = []
+
+    def start(seconds: float, *, threads: int = 4) -> subprocess.Popen:
+        name = f"skewed-worker-{len(started)}-{seconds:+g}s.log"
+        log = open(ROOT / "test-artifacts" / name, "w")  # noqa: SIM115
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dramatiq"), "tasks", "--processes", "1", "--threads", str(threads)],
+            cwd=ROOT,
+            env=skewed_env(seconds, os.environ.copy()),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append((process, log))
+        # Dramatiq says so once its consumers run: only then does the test's traffic reach this worker.
+        deadline = time.monotonic() + 30
+        while "ready for action" not in (ROOT / "test-artifacts" / name).read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the skewed worker did not start; see test-artifacts/{name}")
+            time.sleep(0.1)
+        return process
+
+    yield start
+    for process, log in started:
+        _stop_worker(process)
+        log.close()
 
 
 @pytest.fixture

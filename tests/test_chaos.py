@@ -1,6 +1,7 @@
-"""The short version of `./task chaos`: 300 events to three webhooks while the worker is SIGKILLed in
-the middle of sends, Redis restarts empty, the receiver answers 500 for 3 s, the scheduler is killed
-and PostgreSQL crash-restarts. It runs on servers of its own (it restarts them), in about a minute."""
+"""The short version of `./task chaos`: 300 events to three webhooks and one whose endpoint hangs past
+its timeout for a share of requests, with a second worker whose clock is 5 s ahead, while the worker is
+SIGKILLed in the middle of sends, Redis restarts empty, the receiver answers 500 for 3 s, the scheduler
+is killed and PostgreSQL crash-restarts. It runs on servers of its own (it restarts them), in about a minute."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def test_nothing_is_lost_when_every_part_fails_in_turn(tmp_path):
         "kill scheduler",
         "restart PostgreSQL",
     ]
-    assert report["events"] == 300 and report["pairs"] == 900
+    assert report["events"] == 300 and report["pairs"] == 1200
+    assert report["skewed_worker_s"] == 5.0 and report["hanging"]["hung_requests"] > 0, report["hanging"]
+    assert report["hanging"]["untrue_histories"] == 0, report["hanging"]
+    assert report["hanging"]["unexplained_lost_attempts"] == 0, report["hanging"]
     assert report["lost"] == 0, json.dumps(report, indent=1, default=str)
     assert report["duplicates_with_another_id"] == 0, report
     assert (report["left_processing"], report["left_unfinished"]) == (0, 0), report
