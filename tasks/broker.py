@@ -17,9 +17,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO, Middleware
 
 from app.core import db, outbound, queue
-from app.webhooks import stats
+from app.webhooks import delivery, schedule, stats
 from app.webhooks.delivery import RetryRequest
-from app.webhooks.schedule import schedule_retry
 
 log = logging.getLogger("intime.delivery")
 
@@ -45,51 +44,42 @@ class DatabasePool(Middleware):
 class DeliveryBackoff(Middleware):
     """The retry schedule of webhook deliveries (DESIGN: backoff is a Dramatiq middleware).
 
-    When deliver_webhook reports a retryable failure, this reads the delivery's policy (the webhook's
-    override or the organisation's default), stores the next attempt time or sends the delivery to the
-    DLQ, and re-enqueues the message with the computed delay. PostgreSQL holds the schedule, so a
-    delayed message lost with Redis is found again by the scheduler's sweep.
+    When deliver_batch reports retryable failures, this reads each delivery's policy (the webhook's
+    override or the organisation's default) and holds the delivery in PostgreSQL until its next attempt
+    is due, or sends it to the DLQ (app.webhooks.schedule.decide_all). Nothing is re-enqueued here:
+    dispatch sends the retry when PostgreSQL's clock says it is due, so no machine's clock decides it.
     """
 
-    # Dramatiq polls an idle queue with a backoff that grows to the worker timeout (1 s by default), and
-    # a delayed message moves to its queue only when that consumer loop turns: two hops of up to 1 s,
-    # which made retries fire 0.8 s late on average (measured). 100 ms bounds the lateness at the cost
-    # of ten cheap Redis polls a second per idle queue.
+    # Dramatiq polls an idle queue with a backoff that grows to the worker timeout (1 s by default);
+    # 100 ms bounds how long a dispatched message waits for an idle worker to notice it.
     POLL_MS = 100
 
     def before_worker_boot(self, broker, worker):
         worker.worker_timeout = self.POLL_MS
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        requests = [result] if isinstance(result, RetryRequest) else result
-        if exception is not None or not isinstance(requests, list):
+        if exception is not None or not isinstance(result, list):
             return
-        requests = [request for request in requests if isinstance(request, RetryRequest)]
+        requests = [request for request in result if isinstance(request, RetryRequest)]
         if not requests:
             return
         thread = get_event_loop_thread()
         assert thread is not None
-        scheduled = thread.run_coroutine(self._schedule(requests))
-        # Retries due close together travel together (app.core.queue.send_deliveries).
-        queue.send_deliveries(scheduled)
+        thread.run_coroutine(schedule.decide_all(requests))
 
-    @staticmethod
-    async def _schedule(requests) -> list[tuple[str, int]]:
-        """Each failure's next attempt, decided concurrently; (delivery id, delay ms) of those to retry.
 
-        One decision that fails does not take the batch's others with it: those are scheduled and sent,
-        and the failed one stays as recorded, for the sweep to decide on once its lease has run out."""
-        delays = await asyncio.gather(
-            *(schedule_retry(r.delivery_id, r.attempt_number, r.attempt_id, r.retry_after_ms) for r in requests),
-            return_exceptions=True,
-        )
-        scheduled = []
-        for request, delay in zip(requests, delays, strict=True):
-            if isinstance(delay, BaseException):
-                log.error("the retry decision for delivery %s failed: %r", request.delivery_id, delay)
-            elif delay is not None:
-                scheduled.append((request.delivery_id, delay))
-        return scheduled
+class DetachedSends(Middleware):
+    """Sends that outlived their message (app.webhooks.delivery.DETACH_AFTER_S) finish and record before
+    the worker's statistics are flushed and its pool closed; one still hanging past this is recorded
+    as lost by the sweep when its lease runs out, as if the worker had died."""
+
+    SHUTDOWN_WAIT_S = 35.0
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        thread = get_event_loop_thread()
+        if thread is not None:
+            with contextlib.suppress(Exception):
+                thread.run_coroutine(delivery.wait_detached(self.SHUTDOWN_WAIT_S))
 
 
 class StatsFlusher(Middleware):
@@ -133,12 +123,11 @@ class HttpClient(Middleware):
 
 
 class _ReturnedRetryRequest(logging.Filter):
-    """deliver_webhook returns its RetryRequest to DeliveryBackoff on purpose, not to a result backend;
+    """deliver_batch returns its RetryRequests to DeliveryBackoff on purpose, not to a result backend;
     Dramatiq would warn about the "discarded" value on every retryable failure."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "'deliver_webhook' returned a value" not in message and "'deliver_batch' returned a value" not in message
+        return "'deliver_batch' returned a value" not in record.getMessage()
 
 
 logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ReturnedRetryRequest())
@@ -149,7 +138,9 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 def add_worker_middleware(broker: RedisBroker) -> RedisBroker:
     broker.add_middleware(AsyncIO())
-    # StatsFlusher before DatabasePool: its last flush must run before the pool closes.
+    # Shutdown runs in this order: detached sends record, then the last statistics flush, then the
+    # pool closes.
+    broker.add_middleware(DetachedSends())
     broker.add_middleware(StatsFlusher())
     broker.add_middleware(DatabasePool())
     broker.add_middleware(HttpClient())

@@ -19,19 +19,16 @@ from datetime import timedelta
 import asyncpg
 
 from app.core import heartbeat, queue
-from app.core.redis import get_redis
 from app.core.settings import get_settings
 from app.integrations import call_sweep, calls
 from app.integrations import health as integration_health
 from app.oauth import refresh as oauth_refresh
-from app.webhooks import dlq, fanout, schedule, stats
+from app.webhooks import dispatch, dlq, fanout, schedule, stats
 
 log = logging.getLogger("intime.scheduler")
 SWEEP_SECONDS = 1.0
 HEARTBEAT_SECONDS = 5.0
 FAN_OUT_BATCH = 500
-DELIVERY_QUEUE_KEY = "intime:deliveries"  # Dramatiq's Redis list of waiting deliver_webhook messages
-BUSY_QUEUE = 200
 # Work per sweep on disabled webhooks' waiting deliveries: batches until this much time is spent. The
 # scheduler fans out new events on the same loop, so a longer drain would delay every organisation's
 # deliveries. Measured with 100,000 waiting: 20,000 rows a sweep took another webhook's p99 from 120
@@ -45,6 +42,7 @@ class Scheduler:
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
         self.listener: asyncpg.Connection | None = None
+        self.next_due: float | None = None  # seconds until dispatch has work again, by the database's clock
 
     def _on_event(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
@@ -54,12 +52,16 @@ class Scheduler:
         log.debug("event %s %s", note.get("type"), note.get("id"))
         self.wake.set()  # fan-out waits on this
 
+    def _on_held(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
+        self.wake.set()  # a retry was scheduled or a delivery replayed: dispatch looks at when it is due
+
     async def _listen(self) -> None:
         """Hold a LISTEN connection open, reconnecting with a short pause whenever it drops."""
         while not self.stopping.is_set():
             try:
                 self.listener = await asyncpg.connect(get_settings().database.url)
                 await self.listener.add_listener("events", self._on_event)
+                await self.listener.add_listener(dispatch.HELD_CHANNEL, self._on_held)
                 log.info("listening for events")
                 while not self.stopping.is_set() and not self.listener.is_closed():
                     with contextlib.suppress(TimeoutError):
@@ -95,28 +97,30 @@ class Scheduler:
         return len(found)
 
     async def fan_out(self) -> int:
-        """Drain the fan-out backlog: new events become deliveries, which are enqueued at once."""
+        """Drain the fan-out backlog: new events become held deliveries (dispatch sends them)."""
         total = 0
         while True:
             taken, created = await fanout.fan_out_backlog(FAN_OUT_BATCH)
-            # All due now: they go in messages of up to 20 (app.core.queue.send_deliveries).
-            await queue.asend_deliveries((str(i), 0) for i in created)
             total += len(created)
             if taken < FAN_OUT_BATCH:
                 return total
 
+    async def dispatch(self) -> int:
+        """Due held deliveries go to the queue, each webhook up to its cap and rate (app.webhooks.dispatch)."""
+        handed = await dispatch.dispatch()
+        self.next_due = handed.next_in
+        return handed.handed
+
     async def sweep(self) -> int:
-        # While the delivery queue holds a backlog, overdue deliveries are most likely still in it:
-        # re-enqueueing them would only add duplicates for the workers to turn away.
-        backlog = await get_redis().llen(DELIVERY_QUEUE_KEY)
-        found = await schedule.sweep(grace=self.sweep_grace, requeue_overdue=backlog < BUSY_QUEUE)
+        swept = await schedule.sweep(grace=self.sweep_grace)
         drain_until = time.monotonic() + DRAIN_SECONDS_PER_SWEEP  # what waits for disabled webhooks
         while await dlq.drain_stopped() == dlq.DRAIN_BATCH and time.monotonic() < drain_until:
             pass
-        if found:
-            log.info("re-enqueued %d deliveries whose message or worker was lost", len(found))
-            await queue.asend_deliveries((str(delivery_id), delay or 0) for delivery_id, delay in found)
-        return len(found)
+        if swept.lost_messages:
+            log.info("%d deliveries' messages were lost; dispatching them again", len(swept.lost_messages))
+        if swept.expired_leases:
+            log.info("%d deliveries' workers stopped mid-send; their attempts are decided", len(swept.expired_leases))
+        return len(swept.lost_messages) + len(swept.expired_leases)
 
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen())
@@ -132,13 +136,18 @@ class Scheduler:
                 for step in steps:  # flush: lost attempts
                     failed |= not await self._step(step)
                 next_sweep = now + SWEEP_SECONDS
+            failed |= not await self._step(self.dispatch)
             if now >= next_beat:
                 failed |= not await self._step(self.tick)
                 next_beat = now + HEARTBEAT_SECONDS
             if failed:
                 await asyncio.sleep(1)  # the next round retries; no tight loop against a failing database
+            # Until the next sweep, or until a held delivery comes due (both measured from now, so this
+            # host's wall clock plays no part), or until woken by an event or a scheduled retry.
+            due = self.next_due if self.next_due is not None else SWEEP_SECONDS
+            pause = max(0.0, min(next_sweep - loop.time(), due))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=SWEEP_SECONDS)
+                await asyncio.wait_for(self.wake.wait(), timeout=pause)
         await listener
 
     @staticmethod

@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from app.core import db
 
 FAST = {"strategy": "fixed", "base_delay_ms": 200, "max_delay_ms": 200, "max_retries": 3, "jitter": False}
+
+
+async def hand_over(*delivery_ids) -> str:
+    """What dispatch does for these deliveries, outside any cap: name a message on their rows. A test
+    that drives the engine itself then calls delivery.deliver_many(ids, message id)."""
+    message_id = uuid.uuid4()
+    async with db.connection() as conn:
+        await conn.execute(
+            "UPDATE webhook_deliveries SET message_id = $2, requeued_at = now() WHERE id = ANY($1::uuid[])",
+            [uuid.UUID(str(i)) for i in delivery_ids],
+            message_id,
+        )
+    return str(message_id)
+
+
+async def deliver_now(*delivery_ids):
+    """One attempt of these deliveries, here, as a worker would make it for the message carrying them."""
+    from app.webhooks import delivery
+
+    return await delivery.deliver_many([str(i) for i in delivery_ids], await hand_over(*delivery_ids))
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -52,9 +73,13 @@ async def drained(queue_name: str = "deliveries", *, delayed: bool = False, time
 
     async def quiet() -> bool:
         async with db.connection() as conn:
+            # A due delivery (held or handed over) or one being sent is work still to do; with `delayed`,
+            # so is a retry held for its time.
             busy = await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM events WHERE fanned_out_at IS NULL) OR EXISTS (SELECT 1 "
-                "FROM webhook_deliveries WHERE status IN ('pending', 'processing') AND next_attempt_at <= now())"
+                "FROM webhook_deliveries WHERE status = 'processing' OR (status IN ('pending', 'failed') "
+                "AND ($1 OR next_attempt_at <= now())))",
+                delayed,
             )
         if busy:
             return False

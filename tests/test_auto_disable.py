@@ -7,9 +7,10 @@ import json
 import uuid
 
 from app.core import db
-from app.webhooks import delivery, delivery_settings, fanout, operations
+from app.webhooks import delivery_settings, fanout, operations
 from app.webhooks.tables import Webhook
 from tests.factories import sign_in
+from tests.pipeline import deliver_now
 from tests.receiver import Answer
 
 
@@ -29,7 +30,7 @@ async def test_failing_test_sends_never_disable_a_webhook(api, receiver):
     # When an admin sends twelve test events to it, each refused
     for _ in range(12):
         test_delivery = await operations.send_test(api.organisation.id, uuid.UUID(hook["id"]))
-        await delivery.deliver_many([str(test_delivery)])
+        await deliver_now(test_delivery)
 
     # Then it is still enabled, and the count of real failures is as it was
     assert len(receiver.log) == 12
@@ -43,7 +44,7 @@ async def test_a_failing_webhook_warns_at_5_and_8_failed_deliveries_before_it_is
         await api.publish(payload={"n": n})
     _, created = await fanout.fan_out_backlog()
     for delivery_id in created:
-        await delivery.deliver_many([str(delivery_id)])
+        await deliver_now(delivery_id)
 
     async with db.connection() as conn:
         warnings = await conn.fetch(
@@ -63,7 +64,7 @@ async def _refused_deliveries(api, receiver, status: int, count: int) -> dict:
         await api.publish(payload={"n": n})
     _, created = await fanout.fan_out_backlog()
     for delivery_id in created:
-        await delivery.deliver_many([str(delivery_id)])
+        await deliver_now(delivery_id)
     return hook
 
 

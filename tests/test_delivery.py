@@ -16,7 +16,7 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from app.core import db
 from app.webhooks.tables import Webhook, WebhookDelivery
-from tests.pipeline import FAST, delivery_of, drained, settled, wait_until
+from tests.pipeline import FAST, delivery_of, drained, hand_over, settled, wait_until
 from tests.receiver import Answer
 
 pytestmark = pytest.mark.usefixtures("worker_process", "scheduler")
@@ -226,7 +226,8 @@ async def test_two_workers_racing_for_one_delivery_send_it_once(api, receiver):
             hook["id"],
             event_id,
         )
-    results = await asyncio.gather(*(delivery.deliver(str(delivery_id)) for _ in range(5)))
-    assert results == [None] * 5
+    message_id = await hand_over(delivery_id)  # and the message carrying it is taken by five workers at once
+    results = await asyncio.gather(*(delivery.deliver_many([str(delivery_id)], message_id) for _ in range(5)))
+    assert results == [[]] * 5
     assert len(receiver.log) == 1
     assert (await WebhookDelivery.objects().get(WebhookDelivery.id == delivery_id)).attempt_count == 1

@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 
 from app.core import db
 from app.webhooks import delivery, dlq, fanout, schedule
-from tests.pipeline import wait_until
+from tests.pipeline import deliver_now, hand_over, wait_until
 from tests.receiver import Answer, Receiver
 
 
@@ -52,18 +52,26 @@ async def test_a_receiver_hanging_to_its_timeout_does_not_hold_back_another_webh
         fast_id, slow_id = ids[fast["id"]], ids[slow["id"]]
 
         # When the batch is sent
-        batch = asyncio.create_task(delivery.deliver_many([str(fast_id), str(slow_id)]))
+        batch = asyncio.create_task(
+            delivery.deliver_many([str(fast_id), str(slow_id)], await hand_over(fast_id, slow_id))
+        )
 
         # Then the fast delivery is recorded as soon as its own send is done, while the other still
-        # hangs: its lease (1 s + margin) cannot run out behind the slow one's 30 s
+        # hangs: its lease (1 s + margin) cannot run out behind the slow one's 30 s; and the message is
+        # done with after a second, its worker thread free, while the hanging send goes on by itself
         async def fast_recorded() -> bool:
             return await _status(fast_id) == "success"
 
         await wait_until(fast_recorded, timeout=10)
-        assert len(hanging.log) == 1 and not batch.done()
-        assert await schedule.sweep() == []  # nothing lost, nothing to send again
+        assert len(hanging.log) == 1 and await _status(slow_id) == "processing"
+        await asyncio.wait_for(batch, timeout=5)
+        swept = await schedule.sweep()
+        assert swept.lost_messages == swept.expired_leases == []  # nothing lost, nothing to send again
 
-        await batch
+        async def slow_recorded() -> bool:
+            return await _status(slow_id) == "failed"
+
+        await wait_until(slow_recorded, timeout=40)
         # Each receiver got exactly one request, and each delivery has one true attempt: no `lost`
         assert len(receiver.log) == 1 and len(hanging.log) == 1
         assert await _attempts(fast_id) == [(1, "success")]
@@ -114,7 +122,7 @@ async def _one_failed_delivery(api, receiver) -> tuple[uuid.UUID, list[delivery.
     event_id = await api.publish()
     await fanout.fan_out_backlog()
     delivery_id = (await _deliveries_of(event_id))[hook["id"]]
-    return delivery_id, await delivery.deliver_many([str(delivery_id)])
+    return delivery_id, await deliver_now(delivery_id)
 
 
 async def test_a_retry_decision_that_never_ran_is_taken_by_the_sweep_and_the_history_stays_true(api, receiver):
@@ -128,23 +136,21 @@ async def test_a_retry_decision_that_never_ran_is_taken_by_the_sweep_and_the_his
         )
 
     # When the sweep comes by
-    due = await schedule.sweep()
+    swept = await schedule.sweep()
 
     # Then it decides on the recorded attempt (a retry), and writes no `lost` attempt over it
-    assert [found for found, _ in due] == [delivery_id]
+    assert swept.expired_leases == [delivery_id]
     assert await _attempts(delivery_id) == [(1, "failed")]
     assert await _status(delivery_id) == "failed"
 
 
 async def test_one_failing_retry_decision_does_not_strand_the_others_of_its_batch(api, receiver):
-    from tasks.broker import DeliveryBackoff
-
     delivery_id, retries = await _one_failed_delivery(api, receiver)
     unreadable = delivery.RetryRequest("not-a-delivery-id", 1, str(uuid.uuid4()), None)
 
-    scheduled = await DeliveryBackoff._schedule([unreadable, *retries])
+    scheduled = await schedule.decide_all([unreadable, *retries])
 
-    assert [found for found, _ in scheduled] == [str(delivery_id)]
+    assert scheduled == 1
     assert await _status(delivery_id) == "failed"
 
 

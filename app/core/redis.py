@@ -31,3 +31,13 @@ async def run_script(source: str, keys: Sequence[str], args: Sequence[Any]) -> A
     """Run a Lua script by its SHA (EVALSHA; Redis is sent the source only the first time, or again
     after a restart emptied its script cache), on the process's current client."""
     return await _script(source)(keys=list(keys), args=list(args), client=get_redis())
+
+
+async def run_scripts(calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> list[Any]:
+    """Several scripts, each (source, keys, args), in one round trip (a pipeline, not a transaction)."""
+    if not calls:
+        return []
+    async with get_redis().pipeline(transaction=False) as pipe:
+        for source, keys, args in calls:
+            await _script(source)(keys=list(keys), args=list(args), client=pipe)
+        return await pipe.execute()

@@ -15,7 +15,7 @@ import msgspec
 
 from app.core import db, queue
 from app.core.fields import as_uuid
-from app.webhooks import statements
+from app.webhooks import dispatch, statements
 from app.webhooks.dlq import DlqFilter, FailedSince
 
 BULK_BATCH = 200
@@ -133,11 +133,12 @@ async def _work_through(job) -> None:
             else:
                 taken = await conn.fetch(statements.CLEAR_MANY, ids, job["created_by"])
             done = [row["id"] for row in taken]
+            hooks = {row["webhook_id"] for row in taken} if replay_statuses is not None else set()
             await conn.execute(
                 "UPDATE jobs SET processed = processed + $2, errors = errors + $3 WHERE id = $1",
                 job["id"],
                 len(ids),
                 len(ids) - len(done),
             )
-        if replay_statuses is not None:
-            await queue.asend_many("deliver_webhook", [(str(i),) for i in done])
+        if hooks:
+            await dispatch.dispatch(hooks)

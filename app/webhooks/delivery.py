@@ -1,8 +1,9 @@
 """The delivery engine: claim, send, record.
 
-The state machine and every statement that moves a delivery along it: statements.py. This module
-decides when each runs: a claim, one send per claimed delivery, then the outcome, recorded fenced by
-the attempt number the claim returned.
+The state machine and every statement that moves a delivery along it: statements.py; how a delivery
+gets into a message: dispatch.py. This module decides when each runs: a claim of what the message
+carries, one send per claimed delivery, then the outcome, recorded fenced by the attempt number the
+claim returned, and the delivery's slot freed for the next.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import httpx
 
 from app import __version__
 from app.core import db, outbound, times
-from app.webhooks import dlq, secrets, signing, statements, stats
+from app.webhooks import dispatch, dlq, schedule, secrets, signing, statements, stats
 from app.webhooks.payloads import build_body
 from app.webhooks.tables import DlqReason
 
@@ -113,44 +114,96 @@ def _outcome(status: int | None) -> str:
     return "failed"  # no answer, 3xx (redirects are not followed), 408, 429, 5xx
 
 
-async def deliver(delivery_id: str) -> RetryRequest | None:
-    """One attempt of one delivery (a replay, a test, a retry). See deliver_many."""
-    retries = await deliver_many([delivery_id])
-    return retries[0] if retries else None
+# A message's sends still running after this long go on without it: they record themselves and the
+# worker thread takes its next message, so a receiver hanging to its timeout holds no worker thread
+# (with a 4-thread worker, four such receivers used to stop every other organisation's deliveries).
+DETACH_AFTER_S = 1.0
+# Sends a process lets run on their own at most; beyond, a message waits for its sends (backpressure).
+MAX_DETACHED = 1000
+_detached: set[asyncio.Task[None]] = set()
+Attempted = tuple[Any, Sent, dict[str, str], datetime]  # the claimed row, its answer, headers shown, start
 
 
-async def deliver_many(delivery_ids: list[str]) -> list[RetryRequest]:
-    """One attempt of each delivery that can be claimed: claimed together, sent concurrently, and each
-    outcome recorded as soon as its own send is done (sends that finish together are recorded in one
-    statement). Fan-out sends deliveries in batches, because per-delivery messages and round trips were
-    what bounded throughput (measured: about 240 deliveries/s); recording per completion keeps one
-    receiver that hangs to its timeout from holding the outcomes of the others past their leases,
-    where the sweep would call them lost and send them again.
-    Returns the RetryRequests for the backoff middleware."""
+async def deliver_many(
+    delivery_ids: list[str], message_id: str | None, webhook_id: str | None = None
+) -> list[RetryRequest]:
+    """One attempt of each delivery this message carries (dispatch.py wrote `message_id` on their rows):
+    claimed together, sent concurrently, and each outcome recorded as soon as its own send is done
+    (sends that finish together are recorded in one statement), its slot freed and the webhook's next
+    held delivery dispatched. Recording per completion keeps one receiver that hangs to its timeout
+    from holding the outcomes of the others past their leases, where the sweep would call them lost.
+    Returns the RetryRequests of the sends done within DETACH_AFTER_S, for the backoff middleware;
+    the rest decide their retries themselves when they finish."""
     keys = [uuid.UUID(str(i)) for i in delivery_ids]
+    if message_id is None:
+        return []  # a message of an older version: what it carried is held and dispatched again
     async with db.connection() as conn:
-        rows = await conn.fetch(statements.CLAIM, keys, LEASE_MARGIN_SECONDS)
-        ready = []
+        rows = await conn.fetch(statements.CLAIM, keys, LEASE_MARGIN_SECONDS, uuid.UUID(message_id))
+        ready, dead = [], []
         for row in rows:
             if (row["deleted_at"] is not None or not row["enabled"]) and row["next_trigger"] != "test":
                 reason = DlqReason.webhook_deleted if row["deleted_at"] is not None else DlqReason.webhook_disabled
                 async with conn.transaction():
                     await dlq.to_dlq(conn, row, reason, fence=row["attempt_count"], undo_attempt=True)
+                dead.append(row["id"])
             else:
                 ready.append(row)
+    await dispatch.renew(
+        (row["webhook_id"], message_id, row["id"], row["timeout_seconds"] + LEASE_MARGIN_SECONDS) for row in ready
+    )
+    claimed = {row["id"] for row in ready}
+    if webhook_id is not None and len(claimed) < len(keys):  # not claimed (stale) or dead-lettered
+        hook = uuid.UUID(webhook_id)
+        await dispatch.release_and_hand_on((hook, message_id, key) for key in keys if key not in claimed)
+    loop = asyncio.get_running_loop()
     retries: list[RetryRequest] = []
-    pending = {asyncio.ensure_future(_attempt(row)) for row in ready}
+    pending = {asyncio.create_task(_attempt(row)) for row in ready}
+    deadline = loop.time() + DETACH_AFTER_S
     try:
         while pending:
-            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            retries.extend(await _record([task.result() for task in finished]))
-    finally:
+            left, detachable = deadline - loop.time(), len(_detached) < MAX_DETACHED
+            if left <= 0 and detachable:
+                break
+            finished, pending = await asyncio.wait(
+                pending, timeout=left if detachable else None, return_when=asyncio.FIRST_COMPLETED
+            )
+            if finished:
+                retries.extend(await _record(finished, message_id))
+    except BaseException:
         for task in pending:  # recording failed: these sends are abandoned, and the sweep finds them
             task.cancel()
+        raise
+    if pending:
+        rest = asyncio.create_task(_finish_on_its_own(pending, message_id))
+        _detached.add(rest)
+        rest.add_done_callback(_detached.discard)
     return retries
 
 
-async def _record(done: list[tuple[Any, Sent, dict[str, str], datetime]]) -> list[RetryRequest]:
+async def _finish_on_its_own(pending: set[asyncio.Task[Attempted]], message_id: str) -> None:
+    """The sends a message left running: each recorded when done, then their retries decided (the
+    same decision the backoff middleware makes for the others)."""
+    retries: list[RetryRequest] = []
+    try:
+        while pending:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            retries.extend(await _record(finished, message_id))
+    except Exception:
+        log.exception("recording detached sends failed; the sweep takes them over when their leases run out")
+        for task in pending:
+            task.cancel()
+    if retries:
+        await schedule.decide_all(retries)
+
+
+async def wait_detached(seconds: float) -> None:
+    """At shutdown: let the sends running on their own finish and record (the pool closes after)."""
+    if _detached:
+        await asyncio.wait(set(_detached), timeout=seconds)
+
+
+async def _record(finished: set[asyncio.Task[Attempted]], message_id: str) -> list[RetryRequest]:
+    done = [task.result() for task in finished]
     successes = [item for item in done if _outcome(item[1].status) == "success"]
     if successes:
         await record_successes(successes)
@@ -160,10 +213,11 @@ async def _record(done: list[tuple[Any, Sent, dict[str, str], datetime]]) -> lis
             retry_request = await record_failure(row, sent, shown, at)
             if retry_request is not None:
                 retries.append(retry_request)
+    await dispatch.release_and_hand_on((row["webhook_id"], message_id, row["id"]) for row, *_ in done)
     return retries
 
 
-async def _attempt(row) -> tuple[Any, Sent, dict[str, str], datetime]:
+async def _attempt(row) -> Attempted:
     """Build, sign and send one request; never raises (a failure is an attempt too)."""
     now = datetime.now(UTC)
     request_headers: dict[str, str] = {}

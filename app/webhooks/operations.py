@@ -13,7 +13,7 @@ from app.core import db, queue
 from app.core.fields import as_uuid
 from app.core.problems import NotFound
 from app.events import services as events
-from app.webhooks import services, statements
+from app.webhooks import dispatch, services, statements
 
 
 class Conflict(RuntimeError):
@@ -25,11 +25,15 @@ async def send_test(org_id: uuid.UUID, webhook_id: uuid.UUID) -> uuid.UUID:
     event is marked fanned out at once, so no other webhook subscribed to system events gets it."""
     webhook = await services.get_webhook(org_id, webhook_id)
     payload = {"message": "This is a test event from InTime Integrations.", "webhook_id": str(webhook.id)}
+    message_id = uuid.uuid4()
     async with db.connection() as conn, conn.transaction():
         event_id = await events.publish_in(conn, org_id, "webhook.test", payload)
-        delivery_id = await conn.fetchval(statements.INSERT_TEST_DELIVERY, uuid.uuid4(), org_id, webhook.id, event_id)
+        delivery_id = await conn.fetchval(
+            statements.INSERT_TEST_DELIVERY, uuid.uuid4(), org_id, webhook.id, event_id, message_id
+        )
         await conn.execute(statements.MARK_EVENT_FANNED_OUT, event_id)
-    await queue.asend("deliver_webhook", str(delivery_id))
+    # Straight to the queue, outside the webhook's cap (if this is lost, the sweep sends it again).
+    await queue.asend_batches([(str(message_id), str(webhook.id), [str(delivery_id)])])
     return delivery_id
 
 
@@ -39,7 +43,7 @@ async def replay(org_id: uuid.UUID, delivery_id: uuid.UUID | str, *, only_dlq: b
         raise NotFound("No such delivery.")
     statuses = ["dlq"] if only_dlq else ["success", "failed", "dlq", "pending"]
     async with db.connection() as conn:
-        done = await conn.fetchval(statements.REPLAY, [key], org_id, statuses)
+        done = await conn.fetchrow(statements.REPLAY, [key], org_id, statuses)
         if done is None:
             row = await conn.fetchrow(statements.WHY_NOT_REPLAYED, key, org_id)
             if row is None:
@@ -51,7 +55,7 @@ async def replay(org_id: uuid.UUID, delivery_id: uuid.UUID | str, *, only_dlq: b
             if row["status"] == "processing":
                 raise Conflict("It is being sent right now; wait for this attempt to finish.")
             raise Conflict(f"Only dead-lettered deliveries can be retried from the DLQ (this one is {row['status']}).")
-    await queue.asend("deliver_webhook", str(key))
+    await dispatch.dispatch([done["webhook_id"]])  # at once if the webhook has room, else when it has
     return key
 
 

@@ -25,26 +25,29 @@ FAN_OUT_DELIVERIES = (
     "ON CONFLICT (event_id, webhook_id) DO NOTHING RETURNING id"
 )
 
-# A test send is a delivery of its own (trigger 'test'), so it shows in the history like any other.
+# A test send is a delivery of its own (trigger 'test'), so it shows in the history like any other. It
+# goes to the queue at once, in the message $5, outside the webhook's cap: an admin checking an endpoint
+# should not wait behind its backlog.
 INSERT_TEST_DELIVERY = (
     "INSERT INTO webhook_deliveries (id, org_id, webhook_id, event_id, event_type, status, next_trigger, "
-    "next_attempt_at, created_at, updated_at) "
-    "VALUES ($1, $2, $3, $4, 'webhook.test', 'pending', 'test', now(), now(), now()) RETURNING id"
+    "next_attempt_at, message_id, requeued_at, created_at, updated_at) "
+    "VALUES ($1, $2, $3, $4, 'webhook.test', 'pending', 'test', now(), $5, now(), now(), now()) RETURNING id"
 )
 # The test event is marked fanned out at once, so no other webhook subscribed to system events gets it.
 MARK_EVENT_FANNED_OUT = "UPDATE events SET fanned_out_at = now() WHERE id = $1"
 
 # A replay (or a DLQ retry) adds an attempt to the same delivery, so the receiver sees the same
 # webhook-id and can de-duplicate; `attempts_base` starts a fresh retry budget, so a retried delivery
-# gets the whole policy again. Only while its webhook can still take it.
+# gets the whole policy again. Only while its webhook can still take it. The delivery is held for
+# dispatch (a message already carrying it can no longer claim it).
 REPLAY = """
 UPDATE webhook_deliveries d SET status = 'pending', next_trigger = 'manual', attempts_base = d.attempt_count,
-    next_attempt_at = now(), lease_expires_at = NULL, dlq_reason = NULL, dlq_at = NULL, cleared_at = NULL,
-    cleared_by = NULL, completed_at = NULL, updated_at = now()
+    next_attempt_at = now(), message_id = NULL, requeued_at = NULL, lease_expires_at = NULL, dlq_reason = NULL,
+    dlq_at = NULL, cleared_at = NULL, cleared_by = NULL, completed_at = NULL, updated_at = now()
 FROM webhooks w
 WHERE d.id = ANY($1) AND d.org_id = $2 AND d.status = ANY($3) AND w.id = d.webhook_id
   AND w.deleted_at IS NULL AND w.enabled
-RETURNING d.id
+RETURNING d.id, d.webhook_id
 """
 # Why a replay did not apply: the admin is told which of the conditions above failed.
 WHY_NOT_REPLAYED = (
@@ -52,12 +55,53 @@ WHY_NOT_REPLAYED = (
     "JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1 AND d.org_id = $2"
 )
 
-# --- pending / failed -> processing -----------------------------------------------------------------
+# --- held -> handed over (dispatch.py) -----------------------------------------------------------------
 
-# The claim is the only way into `processing`, and it takes a `failed` delivery only once it is due,
-# so a stray or duplicate message can never send early. A retry message may arrive a little before
-# next_attempt_at (clock skew, rounding): 500 ms early is on time. The lease is the webhook's timeout
-# plus a margin ($2): if the worker dies mid-send, the sweep takes over when it runs out.
+# Webhooks with held deliveries due by the database's clock, in id order after $1, $2 at most: a skip
+# scan of the held-by-webhook index (one probe per webhook, however many deliveries each holds).
+DUE_WEBHOOKS = """
+WITH RECURSIVE due(webhook_id) AS (
+    (SELECT webhook_id FROM webhook_deliveries
+     WHERE status IN ('pending', 'failed') AND message_id IS NULL AND next_attempt_at <= now() AND webhook_id > $1
+     ORDER BY webhook_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.webhook_id FROM webhook_deliveries d
+            WHERE d.status IN ('pending', 'failed') AND d.message_id IS NULL AND d.next_attempt_at <= now()
+              AND d.webhook_id > due.webhook_id ORDER BY d.webhook_id LIMIT 1)
+    FROM due WHERE due.webhook_id IS NOT NULL
+)
+SELECT webhook_id FROM due WHERE webhook_id IS NOT NULL LIMIT $2
+"""
+# Seconds until the next held delivery comes due (NULL: none waits): how long the scheduler may sleep.
+NEXT_HELD_DUE_IN = (
+    "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 FROM webhook_deliveries "
+    "WHERE status IN ('pending', 'failed') AND message_id IS NULL AND next_attempt_at > now()"
+)
+# Up to $2[i] due held deliveries of webhook $1[i], oldest due first, if it still takes deliveries
+# (a disabled webhook's are drained to the DLQ instead). Locked till the messages are recorded.
+LOCK_HELD = """
+SELECT h.id, h.webhook_id FROM unnest($1::uuid[], $2::int[]) AS f(webhook_id, n)
+JOIN webhooks w ON w.id = f.webhook_id AND w.enabled AND w.deleted_at IS NULL
+CROSS JOIN LATERAL (
+    SELECT d.id, d.webhook_id FROM webhook_deliveries d
+    WHERE d.webhook_id = f.webhook_id AND d.status IN ('pending', 'failed') AND d.message_id IS NULL
+      AND d.next_attempt_at <= now()
+    ORDER BY d.next_attempt_at LIMIT f.n FOR UPDATE OF d SKIP LOCKED
+) h
+"""
+# Each delivery's message, written before the message is sent; requeued_at is when it was handed over.
+HAND_OVER = (
+    "UPDATE webhook_deliveries d SET message_id = u.message_id, requeued_at = now() "
+    "FROM unnest($1::uuid[], $2::uuid[]) AS u(id, message_id) WHERE d.id = u.id"
+)
+
+# --- handed over -> processing ------------------------------------------------------------------------
+
+# The claim is the only way into `processing`, and it takes a delivery only for the message its row
+# names ($3), which dispatch wrote once the delivery was due by the database's clock: a stray,
+# duplicate or stale message claims nothing, whatever the clock of the machine that sent or took it.
+# The lease is the webhook's timeout plus a margin ($2): if the worker dies mid-send, the sweep takes
+# over when it runs out.
 CLAIM = """
 WITH claimed AS (
     UPDATE webhook_deliveries d
@@ -65,7 +109,7 @@ WITH claimed AS (
         lease_expires_at = now() + make_interval(secs => w.timeout_seconds + $2)
     FROM webhooks w
     WHERE d.id = ANY($1::uuid[]) AND w.id = d.webhook_id
-      AND (d.status = 'pending' OR (d.status = 'failed' AND d.next_attempt_at <= now() + interval '500 ms'))
+      AND d.status IN ('pending', 'failed') AND d.message_id = $3::uuid
     RETURNING d.id, d.org_id, d.webhook_id, d.event_id, d.event_type, d.attempt_count, d.attempts_base,
               d.next_trigger, w.url, w.secret, w.previous_secret, w.previous_secret_expires_at, w.headers,
               w.timeout_seconds, w.enabled, w.deleted_at
@@ -129,10 +173,11 @@ ORG_POLICY = "SELECT strategy, base_delay_ms, max_delay_ms, max_retries, jitter 
 
 # --- processing -> failed -------------------------------------------------------------------------------
 
+# Held until due by the database's clock; dispatch sends it then (dispatch.wake tells the scheduler).
 SCHEDULE_RETRY = (
     "UPDATE webhook_deliveries SET status = 'failed', lease_expires_at = NULL, updated_at = now(), "
     "next_attempt_at = now() + make_interval(secs => $2::float8 / 1000), next_trigger = 'scheduled', "
-    "requeued_at = NULL WHERE id = $1"
+    "message_id = NULL, requeued_at = NULL WHERE id = $1"
 )
 # The attempt shows how long until the next one.
 NOTE_NEXT_DELAY = "UPDATE delivery_attempts SET next_delay_ms = $2 WHERE id = $1"
@@ -205,17 +250,20 @@ CLEAR_MANY = (
 
 # --- what a lost message or a dead worker left behind (the sweep) --------------------------------------
 
-# Due for longer than $1 and not re-enqueued in the last $2: the message must have been lost.
-REQUEUE_OVERDUE = (
-    "UPDATE webhook_deliveries SET requeued_at = now() WHERE id IN ("
-    "SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'failed') "
-    "AND next_attempt_at < now() - $1::interval "
-    "AND (requeued_at IS NULL OR requeued_at < now() - $2::interval) "
-    "LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id"
+# Handed over more than $1 ago and still unclaimed: the sweep asks Redis whether each message still
+# exists (queued, delayed for a Dramatiq retry, or taken by a worker and not yet acknowledged).
+LOCK_HANDED_OVER = (
+    "SELECT id, webhook_id, message_id FROM webhook_deliveries "
+    "WHERE status IN ('pending', 'failed') AND message_id IS NOT NULL AND requeued_at < now() - $1::interval "
+    "ORDER BY requeued_at LIMIT $2 FOR UPDATE SKIP LOCKED"
 )
+# Its message is gone: held again, for dispatch to send in a new one.
+UNHAND = "UPDATE webhook_deliveries SET message_id = NULL, requeued_at = NULL WHERE id = ANY($1::uuid[])"
+# Its message lives (a long queue): looked at again after the others.
+STILL_HANDED = "UPDATE webhook_deliveries SET requeued_at = now() WHERE id = ANY($1::uuid[])"
 # Lease run out: the worker died mid-send. SKIP LOCKED lets several schedulers share the work.
 LOCK_EXPIRED_LEASES = (
-    f"SELECT {DECISION_COLUMNS}, d.next_trigger, d.updated_at, w.url "  # noqa: S608
+    f"SELECT {DECISION_COLUMNS}, d.next_trigger, d.updated_at, d.message_id, w.url "  # noqa: S608
     "FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
     "WHERE d.status = 'processing' AND d.lease_expires_at < now() "
     "LIMIT $1 FOR UPDATE OF d SKIP LOCKED"
