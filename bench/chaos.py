@@ -103,7 +103,10 @@ class Processes:
         self.worker: subprocess.Popen | None = None
         self.scheduler: subprocess.Popen | None = None
         self.skewed: subprocess.Popen | None = None
-        self.kills: list[float] = []  # wall-clock times of the worker kills
+        # Wall-clock times of the crashes that may lose an attempt's outcome: the worker's kill, and the
+        # database's (a send in flight then cannot record, and the worker's asynchronous commit may
+        # forget a claim it was told had committed).
+        self.kills: list[float] = []
 
     def start_worker(self) -> None:
         self.worker = pipeline.spawn(pipeline.worker_argv(self.plan.worker_processes, self.plan.worker_threads))
@@ -192,6 +195,7 @@ async def inject(fault: str, data_dir: Path, processes: Processes, control, plan
         processes.start_scheduler()
         return "SIGKILL; a new scheduler 2 s later"
     if fault == "restart PostgreSQL":
+        processes.kills.append(time.time())
         started = time.monotonic()
         await asyncio.to_thread(embedded.restart_postgres, data_dir)
         return f"immediate stop and crash recovery, back after {time.monotonic() - started:.1f} s"

@@ -259,7 +259,10 @@ async def renew(claimed: Iterable[tuple[uuid.UUID, str, uuid.UUID, float]]) -> N
     for webhook_id, message_id, delivery_id, seconds in claimed:
         by_hook.setdefault(webhook_id, [int(seconds * 1000)]).append(member(message_id, delivery_id))
     if by_hook:
-        await run_scripts([(RENEW, [slots_key(hook)], args) for hook, args in by_hook.items()])
+        try:
+            await run_scripts([(RENEW, [slots_key(hook)], args) for hook, args in by_hook.items()])
+        except Exception:  # Redis away: the sends go ahead; their slots may expire early, nothing worse
+            log.warning("renewing the slots of claimed deliveries failed", exc_info=True)
 
 
 async def wake(conn) -> None:
