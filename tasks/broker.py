@@ -18,7 +18,7 @@ from dramatiq.middleware import AsyncIO, Middleware
 
 from app.core import db, outbound, queue
 from app.webhooks import delivery, schedule, stats
-from app.webhooks.delivery import RetryRequest
+from app.webhooks.schedule import RetryRequest
 
 log = logging.getLogger("intime.delivery")
 

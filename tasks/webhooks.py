@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dramatiq
 
-from app.webhooks import bulk, delivery
+from app.webhooks import bulk, delivery, schedule
 
 
 # max_retries: Dramatiq's own retries cover only unexpected errors (a database restart mid-attempt);
@@ -12,7 +12,7 @@ from app.webhooks import bulk, delivery
 @dramatiq.actor(queue_name="deliveries", max_retries=5, min_backoff=1000, max_backoff=30_000, time_limit=120_000)
 async def deliver_batch(
     delivery_ids: list[str], message_id: str | None = None, webhook_id: str | None = None
-) -> list[delivery.RetryRequest]:
+) -> list[schedule.RetryRequest]:
     """Dispatch's message (app.webhooks.dispatch): deliveries of one webhook, claimed for this message,
     sent concurrently and each recorded as it completes. (Without message_id: a message of an older
     version, which claims nothing; its deliveries are dispatched again.)"""

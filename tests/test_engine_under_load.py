@@ -117,7 +117,7 @@ async def test_api_requests_keep_answering_while_50_sign_ins_are_checked(client,
     assert answers and set(answers) == {200}
 
 
-async def _one_failed_delivery(api, receiver) -> tuple[uuid.UUID, list[delivery.RetryRequest]]:
+async def _one_failed_delivery(api, receiver) -> tuple[uuid.UUID, list[schedule.RetryRequest]]:
     receiver.default = Answer(status=503)
     hook = await api.webhook(receiver.url)
     event_id = await api.publish()
@@ -147,7 +147,7 @@ async def test_a_retry_decision_that_never_ran_is_taken_by_the_sweep_and_the_his
 
 async def test_one_failing_retry_decision_does_not_strand_the_others_of_its_batch(api, receiver):
     delivery_id, retries = await _one_failed_delivery(api, receiver)
-    unreadable = delivery.RetryRequest("not-a-delivery-id", 1, str(uuid.uuid4()), None)
+    unreadable = schedule.RetryRequest("not-a-delivery-id", 1, str(uuid.uuid4()), None)
 
     scheduled = await schedule.decide_all([unreadable, *retries])
 

@@ -36,16 +36,6 @@ RESPONSE_BODY_CAP = 64 * 1024
 LEASE_MARGIN_SECONDS = 15
 
 
-@dataclass(frozen=True)
-class RetryRequest:
-    """What the actor hands to the backoff middleware: this attempt failed in a retryable way."""
-
-    delivery_id: str
-    attempt_number: int  # the fencing token: the decision applies only if the claim is still ours
-    attempt_id: str
-    retry_after_ms: int | None
-
-
 def _clean(text: str | None) -> str | None:
     """PostgreSQL text and jsonb cannot hold NUL; a receiver's answer may."""
     return text.replace("\x00", "\ufffd") if text else text
@@ -126,13 +116,13 @@ Attempted = tuple[Any, Sent, dict[str, str], datetime]  # the claimed row, its a
 
 async def deliver_many(
     delivery_ids: list[str], message_id: str | None, webhook_id: str | None = None
-) -> list[RetryRequest]:
+) -> list[schedule.RetryRequest]:
     """One attempt of each delivery this message carries (dispatch.py wrote `message_id` on their rows):
     claimed together, sent concurrently, and each outcome recorded as soon as its own send is done
     (sends that finish together are recorded in one statement), its slot freed and the webhook's next
     held delivery dispatched. Recording per completion keeps one receiver that hangs to its timeout
     from holding the outcomes of the others past their leases, where the sweep would call them lost.
-    Returns the RetryRequests of the sends done within DETACH_AFTER_S, for the backoff middleware;
+    Returns the schedule.RetryRequests of the sends done within DETACH_AFTER_S, for the backoff middleware;
     the rest decide their retries themselves when they finish."""
     keys = [uuid.UUID(str(i)) for i in delivery_ids]
     if message_id is None:
@@ -156,7 +146,7 @@ async def deliver_many(
         hook = uuid.UUID(webhook_id)
         await dispatch.release_and_hand_on((hook, message_id, key) for key in keys if key not in claimed)
     loop = asyncio.get_running_loop()
-    retries: list[RetryRequest] = []
+    retries: list[schedule.RetryRequest] = []
     pending = {asyncio.create_task(_attempt(row)) for row in ready}
     deadline = loop.time() + DETACH_AFTER_S
     try:
@@ -183,7 +173,7 @@ async def deliver_many(
 async def _finish_on_its_own(pending: set[asyncio.Task[Attempted]], message_id: str) -> None:
     """The sends a message left running: each recorded when done, then their retries decided (the
     same decision the backoff middleware makes for the others)."""
-    retries: list[RetryRequest] = []
+    retries: list[schedule.RetryRequest] = []
     try:
         while pending:
             finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -202,7 +192,7 @@ async def wait_detached(seconds: float) -> None:
         await asyncio.wait(set(_detached), timeout=seconds)
 
 
-async def _record(finished: set[asyncio.Task[Attempted]], message_id: str) -> list[RetryRequest]:
+async def _record(finished: set[asyncio.Task[Attempted]], message_id: str) -> list[schedule.RetryRequest]:
     done = [task.result() for task in finished]
     successes = [item for item in done if _outcome(item[1].status) == "success"]
     if successes:
@@ -274,7 +264,9 @@ async def record_successes(items: list) -> None:
         await conn.execute(statements.RECORD_SUCCESSES, *columns, webhooks)
 
 
-async def record_failure(row, sent: Sent, shown_headers: dict[str, str], started_at: datetime) -> RetryRequest | None:
+async def record_failure(
+    row, sent: Sent, shown_headers: dict[str, str], started_at: datetime
+) -> schedule.RetryRequest | None:
     """Store a failed attempt and its outcome atomically; hand retryable failures to the middleware.
     (Successes, also a single one, are recorded by record_successes.)"""
     status, outcome, fence = sent.status, _outcome(sent.status), row["attempt_count"]
@@ -316,4 +308,4 @@ async def record_failure(row, sent: Sent, shown_headers: dict[str, str], started
             await dlq.to_dlq(conn, row, reason, fence=fence, answer=status)
             return None
     wait = times.parse_retry_after((sent.headers or {}).get("retry-after"), datetime.now(UTC))
-    return RetryRequest(str(row["id"]), fence, str(attempt_id), None if wait is None else int(wait * 1000))
+    return schedule.RetryRequest(str(row["id"]), fence, str(attempt_id), None if wait is None else int(wait * 1000))

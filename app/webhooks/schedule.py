@@ -14,7 +14,6 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from app.core import db, times
 from app.core.redis import get_redis
@@ -22,15 +21,22 @@ from app.webhooks import dispatch, retry, retry_config, statements, stats
 from app.webhooks.dlq import to_dlq
 from app.webhooks.tables import DlqReason
 
-if TYPE_CHECKING:
-    from app.webhooks.delivery import RetryRequest
-
 log = logging.getLogger("intime.delivery")
 SWEEP_GRACE = timedelta(seconds=10)
 SWEEP_BATCH = 500
 # Where Dramatiq's Redis broker (namespace "intime") keeps the bodies of the deliveries queue's
 # messages, ready and delayed (a Dramatiq retry after an unexpected error keeps the message's id).
 MESSAGE_HASHES = ("intime:deliveries.msgs", "intime:deliveries.DQ.msgs")
+
+
+@dataclass(frozen=True)
+class RetryRequest:
+    """What the actor hands to the backoff middleware: this attempt failed in a retryable way."""
+
+    delivery_id: str
+    attempt_number: int  # the fencing token: the decision applies only if the claim is still ours
+    attempt_id: str
+    retry_after_ms: int | None
 
 
 @dataclass
