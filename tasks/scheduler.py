@@ -128,15 +128,18 @@ class Scheduler:
         next_sweep = next_beat = 0.0
         while not self.stopping.is_set():
             self.wake.clear()
+            # New events' deliveries go out before the periodic steps (the drain takes up to 0.1 s), and
+            # what the sweep held again goes out after them.
             failed = not await self._step(self.fan_out)
+            failed |= not await self._step(self.dispatch)
             now = loop.time()
             if now >= next_sweep:
                 # Each on its own: one failing (a database error, a bug) must not stop the others.
                 steps = (self.sweep, stats.flush, self.refresh_oauth, self.check_health, self.sweep_calls)
                 for step in steps:  # flush: lost attempts
                     failed |= not await self._step(step)
+                failed |= not await self._step(self.dispatch)
                 next_sweep = now + SWEEP_SECONDS
-            failed |= not await self._step(self.dispatch)
             if now >= next_beat:
                 failed |= not await self._step(self.tick)
                 next_beat = now + HEARTBEAT_SECONDS
