@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import dramatiq
 
+from app.core import queue
 from app.webhooks import bulk, delivery, schedule
 
 
 # max_retries: Dramatiq's own retries cover only unexpected errors (a database restart mid-attempt);
 # the delivery schedule itself is DeliveryBackoff's, driven by the delivery's retry policy.
-@dramatiq.actor(queue_name="deliveries", max_retries=5, min_backoff=1000, max_backoff=30_000, time_limit=120_000)
+@dramatiq.actor(
+    queue_name="deliveries",
+    max_retries=queue.DELIVERY_RETRIES,
+    min_backoff=1000,
+    max_backoff=30_000,
+    time_limit=120_000,
+)
 async def deliver_batch(
     delivery_ids: list[str], message_id: str | None = None, webhook_id: str | None = None
 ) -> list[schedule.RetryRequest]:

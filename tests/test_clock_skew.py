@@ -2,8 +2,9 @@
 
 Machines drift: NTP stops, a VM resumes from a snapshot. Beside the session's worker runs a second real
 `dramatiq tasks` worker whose wall clock is 5 s ahead (or behind), from libfaketime (devtools.skew);
-both take messages from the same queues. Every delivery fails twice and then succeeds, on a fixed 2 s
-policy without jitter, so each retry has one right time: the previous attempt's arrival plus 2 s.
+both take messages from the same queues (the first attempts the skewed one alone). Every delivery
+fails twice and then succeeds, on a fixed 2 s policy without jitter, so each retry has one right
+time: the previous attempt's arrival plus 2 s.
 
 Times are measured where the request lands, on this test's clock, never from what a worker wrote
 (delivery_attempts.started_at is the sending worker's clock: here it only tells which worker sent what).
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 
 import pytest
 
@@ -40,7 +42,7 @@ async def _attempts(delivery_id) -> list[dict]:
 
 
 @pytest.mark.parametrize("skew_s", [5.0, -5.0], ids=["ahead 5 s", "behind 5 s"])
-async def test_retries_arrive_on_time_with_a_worker_whose_clock_is_off(api, skewed_worker, skew_s):
+async def test_retries_arrive_on_time_with_a_worker_whose_clock_is_off(api, skewed_worker, worker_process, skew_s):
     # Given: a receiver per webhook that answers 500, 500, then 200, and two workers, one of them skewed
     receivers = [await Receiver().start() for _ in range(DELIVERIES)]
     try:
@@ -49,8 +51,14 @@ async def test_retries_arrive_on_time_with_a_worker_whose_clock_is_off(api, skew
         hooks = [await api.webhook(receiver.url, retry_policy=POLICY) for receiver in receivers]
         skewed_worker(skew_s)
 
-        # When: one event reaches every webhook
-        event_id = await api.publish()
+        # When: one event reaches every webhook; the skewed worker alone sends the first attempts (the
+        # session's worker is paused: it would take them all, being quicker), then both send the retries
+        worker_process.send_signal(signal.SIGSTOP)
+        try:
+            event_id = await api.publish()
+            await asyncio.gather(*(receiver.wait_for(1, timeout=30) for receiver in receivers))
+        finally:
+            worker_process.send_signal(signal.SIGCONT)
         await asyncio.gather(*(receiver.wait_for(3, timeout=60) for receiver in receivers))
         deliveries = [await settled(event_id, hook["id"], "success") for hook in hooks]
         await drained(delayed=True)

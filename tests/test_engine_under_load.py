@@ -8,10 +8,10 @@ import asyncio
 import threading
 import uuid
 
+import dramatiq
 from argon2 import PasswordHasher
 
-from app.core import db
-from app.core.redis import get_redis
+from app.core import db, queue
 from app.webhooks import delivery, dlq, fanout, schedule
 from tests.pipeline import deliver_now, hand_over, wait_until
 from tests.receiver import Answer, Receiver
@@ -197,31 +197,43 @@ async def test_disabling_a_webhook_with_many_waiting_answers_at_once_and_drains_
 
 
 async def test_the_sweep_sends_again_exactly_the_deliveries_whose_message_is_gone(api):
-    # Given two deliveries handed to the queue a minute ago and not yet taken by a worker: one whose
-    # message Redis still holds (a long queue ahead of it), one whose message Redis lost
+    # Given three deliveries handed to the queue a minute ago and not yet taken by a worker: one whose
+    # message waits in Redis (a long queue ahead of it), one whose message Dramatiq is retrying after an
+    # unexpected error (delayed), one whose message Redis lost
     hook = await api.webhook("http://127.0.0.1:9/never-called")
-    for n in range(2):
+    for n in range(3):
         await api.publish(payload={"n": n})
-    _, (alive_id, lost_id) = await fanout.fan_out_backlog()
-    alive_message, _ = await hand_over(alive_id), await hand_over(lost_id)
+    _, (waiting_id, retried_id, lost_id) = await fanout.fan_out_backlog()
+    waiting_message, retried_message = await hand_over(waiting_id), await hand_over(retried_id)
+    await hand_over(lost_id)
     async with db.connection() as conn:
         await conn.execute(
             "UPDATE webhook_deliveries SET requeued_at = now() - interval '1 minute' WHERE webhook_id = $1",
             uuid.UUID(hook["id"]),
         )
-    await get_redis().hset(schedule.MESSAGE_HASHES[0], alive_message, "{}")  # as Dramatiq keeps a queued one
+    await queue.asend_batches([(waiting_message, hook["id"], [str(waiting_id)])])  # as dispatch sends it
+    retried = dramatiq.Message(
+        queue_name="deliveries",
+        actor_name="deliver_batch",
+        args=([str(retried_id)], retried_message, hook["id"]),
+        kwargs={},
+        options={"retries": 2},
+        message_id=retried_message,
+    )
+    queue.broker().enqueue(retried, delay=60_000)  # as Dramatiq's Retries middleware puts it back
 
     # When the sweep comes by (whatever the queue's length)
     swept = await schedule.sweep()
 
-    # Then only the lost one is held again, for dispatch to send in a new message; the other keeps its
-    # message, which will carry it, and is not sent twice
+    # Then only the lost one is held again, for dispatch to send in a new message; the others keep
+    # their messages, which will carry them, and are not sent twice
     assert swept.lost_messages == [lost_id] and swept.expired_leases == []
     async with db.connection() as conn:
         messages = dict(
             await conn.fetch(
-                "SELECT id, message_id::text FROM webhook_deliveries WHERE id = ANY($1)", [alive_id, lost_id]
+                "SELECT id, message_id::text FROM webhook_deliveries WHERE id = ANY($1)",
+                [waiting_id, retried_id, lost_id],
             )
         )
-    assert messages == {alive_id: alive_message, lost_id: None}
+    assert messages == {waiting_id: waiting_message, retried_id: retried_message, lost_id: None}
     assert (await schedule.sweep()).lost_messages == []

@@ -29,6 +29,26 @@ ACTORS = {
 }
 
 
+# Dramatiq's own retries of a deliver_batch message (unexpected errors only; declared on the actor).
+DELIVERY_RETRIES = 5
+
+
+def redis_key(message_id: str, retries: int) -> str:
+    """The field of a message in its queue's Redis hash (`<namespace>:<queue>.msgs`, `.DQ.msgs` while
+    delayed), where Dramatiq keeps its body from enqueue until a worker acknowledges it."""
+    return f"{message_id}.{retries}"
+
+
+class MessageKeys(dramatiq.Middleware):
+    """Keys each message in Redis by its own id and retry count (redis_key), where Dramatiq would draw a
+    random one: then anyone who knows a message's id can ask Redis whether it still exists (the delivery
+    sweep does, for the message named on a delivery's row). As unique as Dramatiq needs: each retry is a
+    new key, and a delayed copy and its due copy sit in different hashes."""
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
+        message.options["redis_message_id"] = redis_key(message.message_id, message.options.get("retries", 0))
+
+
 _built: RedisBroker | None = None
 _lock = threading.Lock()
 
@@ -39,6 +59,7 @@ def broker() -> RedisBroker:
     with _lock:
         if _built is None:
             _built = RedisBroker(url=get_settings().redis.url, namespace="intime")
+            _built.add_middleware(MessageKeys())
             dramatiq.set_broker(_built)
         return _built
 
