@@ -64,11 +64,12 @@ async def counting():
 
 
 async def _deliveries(webhook_id: str) -> list[dict]:
-    """Each delivery of the webhook with its status, attempt count and recorded attempts' outcomes."""
+    """Each delivery of the webhook: status, DLQ reason, attempt count, recorded attempts' outcomes."""
     async with db.connection() as conn:
         rows = await conn.fetch(
-            "SELECT d.id, d.status, d.dlq_reason::text, d.attempt_count, coalesce(array_agg(a.outcome ORDER BY a.attempt_number) "
-            "FILTER (WHERE a.id IS NOT NULL), '{}') AS outcomes FROM webhook_deliveries d "
+            "SELECT d.id, d.status, d.dlq_reason::text, d.attempt_count, "
+            "coalesce(array_agg(a.outcome ORDER BY a.attempt_number) FILTER (WHERE a.id IS NOT NULL), '{}') "
+            "AS outcomes FROM webhook_deliveries d "
             "LEFT JOIN delivery_attempts a ON a.delivery_id = d.id WHERE d.webhook_id = $1 GROUP BY d.id",
             uuid.UUID(webhook_id),
         )
