@@ -8,11 +8,14 @@ import asyncio
 import threading
 import uuid
 
+import asyncpg
 import dramatiq
+import pytest
 from argon2 import PasswordHasher
 
 from app.core import db, queue
-from app.webhooks import delivery, dlq, fanout, schedule
+from app.core.redis import get_redis
+from app.webhooks import delivery, dispatch, dlq, fanout, schedule, statements
 from tests.pipeline import deliver_now, hand_over, wait_until
 from tests.receiver import Answer, Receiver
 
@@ -237,3 +240,24 @@ async def test_the_sweep_sends_again_exactly_the_deliveries_whose_message_is_gon
         )
     assert messages == {waiting_id: waiting_message, retried_id: retried_message, lost_id: None}
     assert (await schedule.sweep()).lost_messages == []
+
+
+async def test_a_hand_over_that_does_not_commit_leaves_the_webhooks_slots_free(api, monkeypatch):
+    # Given a webhook capped at 3 with 3 deliveries due, and a database that fails the hand-over
+    # (as when PostgreSQL restarts between dispatch taking the slots and recording the messages)
+    hook = await api.webhook("http://127.0.0.1:9/never-called", max_in_flight=3)
+    for n in range(3):
+        await api.publish(payload={"n": n})
+    await fanout.fan_out_backlog()
+    monkeypatch.setattr(statements, "HAND_OVER", "SELECT 1 / 0 WHERE $1::uuid[] IS NOT NULL AND $2::uuid[] IS NOT NULL")
+
+    # When dispatch runs and fails
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        await dispatch.dispatch([uuid.UUID(hook["id"])])
+
+    # Then no slot stays taken, and once the database answers again all 3 go out at once, not after
+    # the slots' queue allowance (3 minutes) runs out
+    assert await get_redis().zcard(dispatch.slots_key(hook["id"])) == 0
+    monkeypatch.undo()
+    done = await dispatch.dispatch([uuid.UUID(hook["id"])])
+    assert done.handed == 3

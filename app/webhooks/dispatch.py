@@ -23,6 +23,7 @@ the message itself, not the queue's length, and hands the delivery back to dispa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Iterable
@@ -188,6 +189,24 @@ async def _dispatch_page(webhook_ids: list[uuid.UUID], result: Round, *, known_d
             result.next_in = wait if result.next_in is None else min(result.next_in, wait)
     if not room:
         return
+    taken_slots: list[tuple[uuid.UUID, str, uuid.UUID]] = []
+    try:
+        await _hand_over(room, limits, result, taken_slots)
+    except BaseException:
+        # The hand-over did not commit (the database went away): its slots would stay taken for the
+        # whole queue allowance, with no message to free them.
+        if taken_slots:
+            with contextlib.suppress(Exception):
+                await release(taken_slots)
+        raise
+
+
+async def _hand_over(
+    room: dict[uuid.UUID, int],
+    limits: dict[uuid.UUID, delivery_settings.WebhookLimits],
+    result: Round,
+    taken_slots: list[tuple[uuid.UUID, str, uuid.UUID]],
+) -> None:
     async with db.connection() as conn, conn.transaction():
         rows = await conn.fetch(statements.LOCK_HELD, list(room), list(room.values()))
         offered: dict[uuid.UUID, list[tuple[str, uuid.UUID]]] = {hook: [] for hook in room}
@@ -217,6 +236,7 @@ async def _dispatch_page(webhook_ids: list[uuid.UUID], result: Round, *, known_d
         batches: dict[tuple[str, str], list[str]] = {}
         for hook, count in zip(room, taken, strict=True):
             for message_id, delivery_id in offered[hook][: int(count)]:
+                taken_slots.append((hook, message_id, delivery_id))
                 ids.append(delivery_id)
                 messages.append(uuid.UUID(message_id))
                 batches.setdefault((message_id, str(hook)), []).append(str(delivery_id))
