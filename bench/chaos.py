@@ -294,6 +294,10 @@ async def _organisation(base: str):
                 "url": _hang_url(base),
                 "event_patterns": ["job.*"],
                 "timeout_seconds": 2,
+                # A hung request holds its slot for the 2 s timeout: at the default cap of 10 this
+                # endpoint takes about 21 requests/s, a third of what the run publishes, and the cap
+                # (doing its job) would leave it a backlog past the drain. Sized as its owner would.
+                "max_in_flight": 100,
                 "retry_policy": POLICY,
             },
         )
