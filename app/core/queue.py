@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
+from app.core.redis import get_redis
 from app.core.settings import get_settings
 
 # actor name -> queue name, as declared on the actors in tasks/.
@@ -29,6 +30,7 @@ ACTORS = {
 }
 
 
+NAMESPACE = "intime"
 # Dramatiq's own retries of a deliver_batch message (unexpected errors only; declared on the actor).
 DELIVERY_RETRIES = 5
 
@@ -41,12 +43,29 @@ def redis_key(message_id: str, retries: int) -> str:
 
 class MessageKeys(dramatiq.Middleware):
     """Keys each message in Redis by its own id and retry count (redis_key), where Dramatiq would draw a
-    random one: then anyone who knows a message's id can ask Redis whether it still exists (the delivery
-    sweep does, for the message named on a delivery's row). As unique as Dramatiq needs: each retry is a
-    new key, and a delayed copy and its due copy sit in different hashes."""
+    random one: then anyone who knows a message's id can ask Redis whether it still exists
+    (deliveries_alive). As unique as Dramatiq needs: each retry is a new key, and a delayed copy and its
+    due copy sit in different hashes."""
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
         message.options["redis_message_id"] = redis_key(message.message_id, message.options.get("retries", 0))
+
+
+async def deliveries_alive(message_ids: set[str]) -> set[str]:
+    """Which of these deliver_batch messages Redis still holds, waiting, delayed for a Dramatiq retry, or
+    taken by a worker and not yet acknowledged: each retry Dramatiq may have made is asked for."""
+    queue_name = ACTORS["deliver_batch"]
+    hashes = (f"{NAMESPACE}:{queue_name}.msgs", f"{NAMESPACE}:{queue_name}.DQ.msgs")
+    fields = [
+        (message_id, redis_key(message_id, n))
+        for message_id in sorted(message_ids)
+        for n in range(DELIVERY_RETRIES + 1)
+    ]
+    async with get_redis().pipeline(transaction=False) as pipe:
+        for key in hashes:
+            pipe.hmget(key, [field for _, field in fields])
+        found = await pipe.execute()
+    return {message_id for values in found for (message_id, _), value in zip(fields, values, strict=True) if value}
 
 
 _built: RedisBroker | None = None
@@ -58,7 +77,7 @@ def broker() -> RedisBroker:
     global _built
     with _lock:
         if _built is None:
-            _built = RedisBroker(url=get_settings().redis.url, namespace="intime")
+            _built = RedisBroker(url=get_settings().redis.url, namespace=NAMESPACE)
             _built.add_middleware(MessageKeys())
             dramatiq.set_broker(_built)
         return _built

@@ -191,7 +191,41 @@ async def _dispatch_page(webhook_ids: list[uuid.UUID], result: Round, *, known_d
         return
     taken_slots: list[tuple[uuid.UUID, str, uuid.UUID]] = []
     try:
-        await _hand_over(room, limits, result, taken_slots)
+        async with db.connection() as conn, conn.transaction():
+            rows = await conn.fetch(statements.LOCK_HELD, list(room), list(room.values()))
+            offered: dict[uuid.UUID, list[tuple[str, uuid.UUID]]] = {hook: [] for hook in room}
+            for row in rows:
+                batch = offered[row["webhook_id"]]
+                # A new message every DELIVERY_BATCH deliveries of this webhook.
+                message_id = str(uuid.uuid4()) if len(batch) % DELIVERY_BATCH == 0 else batch[-1][0]
+                batch.append((message_id, row["id"]))
+            taken = await run_scripts(
+                [
+                    (
+                        TAKE,
+                        [slots_key(hook), _rate_key(hook), _hint_key(hook)],
+                        [
+                            limits[hook].max_in_flight,
+                            limits[hook].rate_limit_per_second or 0,
+                            (QUEUE_ALLOWANCE_S * 1000),
+                            int(len(offered[hook]) >= room[hook]),
+                            HINT_TTL_MS,
+                            *(member(message_id, delivery_id) for message_id, delivery_id in offered[hook]),
+                        ],
+                    )
+                    for hook in room
+                ]
+            )
+            ids, messages = [], []
+            batches: dict[tuple[str, str], list[str]] = {}
+            for hook, count in zip(room, taken, strict=True):
+                for message_id, delivery_id in offered[hook][: int(count)]:
+                    taken_slots.append((hook, message_id, delivery_id))
+                    ids.append(delivery_id)
+                    messages.append(uuid.UUID(message_id))
+                    batches.setdefault((message_id, str(hook)), []).append(str(delivery_id))
+            if ids:
+                await conn.execute(statements.HAND_OVER, ids, messages)
     except BaseException:
         # The hand-over did not commit (the database went away): its slots would stay taken for the
         # whole queue allowance, with no message to free them.
@@ -199,49 +233,6 @@ async def _dispatch_page(webhook_ids: list[uuid.UUID], result: Round, *, known_d
             with contextlib.suppress(Exception):
                 await release(taken_slots)
         raise
-
-
-async def _hand_over(
-    room: dict[uuid.UUID, int],
-    limits: dict[uuid.UUID, delivery_settings.WebhookLimits],
-    result: Round,
-    taken_slots: list[tuple[uuid.UUID, str, uuid.UUID]],
-) -> None:
-    async with db.connection() as conn, conn.transaction():
-        rows = await conn.fetch(statements.LOCK_HELD, list(room), list(room.values()))
-        offered: dict[uuid.UUID, list[tuple[str, uuid.UUID]]] = {hook: [] for hook in room}
-        for row in rows:
-            batch = offered[row["webhook_id"]]
-            # A new message every DELIVERY_BATCH deliveries of this webhook.
-            message_id = str(uuid.uuid4()) if len(batch) % DELIVERY_BATCH == 0 else batch[-1][0]
-            batch.append((message_id, row["id"]))
-        taken = await run_scripts(
-            [
-                (
-                    TAKE,
-                    [slots_key(hook), _rate_key(hook), _hint_key(hook)],
-                    [
-                        limits[hook].max_in_flight,
-                        limits[hook].rate_limit_per_second or 0,
-                        (QUEUE_ALLOWANCE_S * 1000),
-                        int(len(offered[hook]) >= room[hook]),
-                        HINT_TTL_MS,
-                        *(member(message_id, delivery_id) for message_id, delivery_id in offered[hook]),
-                    ],
-                )
-                for hook in room
-            ]
-        )
-        ids, messages = [], []
-        batches: dict[tuple[str, str], list[str]] = {}
-        for hook, count in zip(room, taken, strict=True):
-            for message_id, delivery_id in offered[hook][: int(count)]:
-                taken_slots.append((hook, message_id, delivery_id))
-                ids.append(delivery_id)
-                messages.append(uuid.UUID(message_id))
-                batches.setdefault((message_id, str(hook)), []).append(str(delivery_id))
-        if ids:
-            await conn.execute(statements.HAND_OVER, ids, messages)
     result.handed += len(ids)
     result.messages += len(batches)
     result.batches.extend((message_id, hook, group) for (message_id, hook), group in batches.items())

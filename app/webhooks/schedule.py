@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from app.core import db, queue, times
-from app.core.redis import get_redis
 from app.webhooks import dispatch, retry, retry_config, statements, stats
 from app.webhooks.dlq import to_dlq
 from app.webhooks.tables import DlqReason
@@ -24,9 +23,6 @@ from app.webhooks.tables import DlqReason
 log = logging.getLogger("intime.delivery")
 SWEEP_GRACE = timedelta(seconds=10)
 SWEEP_BATCH = 500
-# Where Dramatiq's Redis broker (namespace "intime") keeps the bodies of the deliveries queue's
-# messages, ready and delayed, each under queue.redis_key(its id, its retry count).
-MESSAGE_HASHES = ("intime:deliveries.msgs", "intime:deliveries.DQ.msgs")
 
 
 @dataclass(frozen=True)
@@ -112,7 +108,7 @@ async def sweep(grace: timedelta = SWEEP_GRACE) -> Swept:
     async with db.connection() as conn, conn.transaction():
         handed = await conn.fetch(statements.LOCK_HANDED_OVER, grace, SWEEP_BATCH)
         if handed:
-            alive = await _messages_alive({str(row["message_id"]) for row in handed})
+            alive = await queue.deliveries_alive({str(row["message_id"]) for row in handed})
             lost = [row for row in handed if str(row["message_id"]) not in alive]
             if lost:
                 await conn.execute(statements.UNHAND, [row["id"] for row in lost])
@@ -153,20 +149,3 @@ async def sweep(grace: timedelta = SWEEP_GRACE) -> Swept:
     if swept.slots:
         await dispatch.release(swept.slots)
     return swept
-
-
-async def _messages_alive(message_ids: set[str]) -> set[str]:
-    """Which of these Dramatiq messages Redis still holds: a message's body stays in its queue's hash
-    (`<namespace>:<queue>.msgs`, the delayed queue's too) from enqueue until a worker acknowledges it,
-    keyed by its id and retry count (queue.MessageKeys); each retry Dramatiq may have made is asked for."""
-    fields = [
-        (message_id, queue.redis_key(message_id, n))
-        for message_id in sorted(message_ids)
-        for n in range(queue.DELIVERY_RETRIES + 1)
-    ]
-    redis = get_redis()
-    async with redis.pipeline(transaction=False) as pipe:
-        for key in MESSAGE_HASHES:
-            pipe.hmget(key, [field for _, field in fields])
-        found = await pipe.execute()
-    return {message_id for values in found for (message_id, _), value in zip(fields, values, strict=True) if value}
