@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 from app.core import db
 
@@ -90,3 +95,25 @@ async def drained(queue_name: str = "deliveries", *, delayed: bool = False, time
 
     quiet.__name__ = f"the {queue_name} queue is drained"
     await wait_until(quiet, timeout)
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            pids.extend(_process_tree(int(child)))
+    return pids
+
+
+@contextlib.contextmanager
+def paused(worker) -> Iterator[None]:
+    """The worker's processes stopped (SIGSTOP) meanwhile: what is enqueued waits in Redis, untaken."""
+    pids = _process_tree(worker.pid)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)

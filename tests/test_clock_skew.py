@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import signal
 
 import pytest
 
 from app.core import db
-from tests.pipeline import drained, settled
+from tests.pipeline import drained, paused, settled
 from tests.receiver import Answer, Receiver
 
 pytestmark = pytest.mark.usefixtures("worker_process", "scheduler")
@@ -53,12 +52,9 @@ async def test_retries_arrive_on_time_with_a_worker_whose_clock_is_off(api, skew
 
         # When: one event reaches every webhook; the skewed worker alone sends the first attempts (the
         # session's worker is paused: it would take them all, being quicker), then both send the retries
-        worker_process.send_signal(signal.SIGSTOP)
-        try:
+        with paused(worker_process):
             event_id = await api.publish()
             await asyncio.gather(*(receiver.wait_for(1, timeout=30) for receiver in receivers))
-        finally:
-            worker_process.send_signal(signal.SIGCONT)
         await asyncio.gather(*(receiver.wait_for(3, timeout=60) for receiver in receivers))
         deliveries = [await settled(event_id, hook["id"], "success") for hook in hooks]
         await drained(delayed=True)

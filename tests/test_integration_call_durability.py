@@ -7,12 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import dramatiq
 
@@ -20,30 +16,8 @@ from app.core import db, queue
 from app.core.redis import get_redis
 from app.integrations import call_rows, calls
 from app.integrations.background import attempt_call
-from tests.pipeline import wait_until
+from tests.pipeline import paused, wait_until
 from tests.receiver import Answer
-
-
-def _process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
-        for child in children:
-            pids.extend(_process_tree(int(child)))
-    return pids
-
-
-@contextlib.contextmanager
-def paused(worker) -> Iterator[None]:
-    """The worker's processes stopped (SIGSTOP) meanwhile: what is enqueued waits in Redis, untaken."""
-    pids = _process_tree(worker.pid)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
 
 
 async def waiting_calls() -> int:
