@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import cpu
 from bench.common import ROOT, percentile
 from devtools.embedded import free_port
 
@@ -88,7 +89,7 @@ async def pipeline(worker_processes: int = WORKER_PROCESSES):
     scheduler = spawn([sys.executable, "-m", "tasks.scheduler"])
     await asyncio.sleep(3)  # boot
     try:
-        yield workers
+        yield workers, scheduler
     finally:
         stop(scheduler, workers)
 
@@ -153,54 +154,72 @@ async def recorded_successes(org_id) -> int:
         )
 
 
+def engine_groups(workers: subprocess.Popen, scheduler: subprocess.Popen) -> dict:
+    """The processes that deliver, for a CPU split: the project's workers and scheduler, and the servers."""
+    return {"workers": cpu.tree(workers), "scheduler": cpu.tree(scheduler), **cpu.servers()}
+
+
 async def throughput(seconds: int, hooks: int = 10) -> dict:
     """Events at full speed to `hooks` webhooks for `seconds`: deliveries received and recorded per
-    second over the run after a warm-up, and the workers' memory over time."""
-    async with receiver() as (base, control), pipeline() as workers:
+    second over the run after a warm-up, CPU per recorded delivery in each process group over that
+    window, and the workers' memory over time."""
+    async with receiver() as (base, control), pipeline() as (workers, scheduler):
         org, _ = await organisation("throughput", hooks, base + "/hook")
         stop_at = time.monotonic() + seconds
+        warm_at = time.monotonic() + min(10, seconds / 4)
         rss: list[float] = []
-
-        from app.core.redis import get_redis
+        published = 0
 
         async def feed() -> None:
-            # Keep the delivery queue full, not unbounded (its length is a cheap Redis call; a count
-            # over the table would itself load the database being measured).
+            # Keep a backlog of ~10,000 deliveries, not an unbounded one: what was published minus what
+            # arrived (a count over the table would itself load the database being measured).
+            nonlocal published
             while time.monotonic() < stop_at:
-                if await get_redis().llen("intime:deliveries") < 5000:
+                if published * hooks - (await control.get("/_stats")).json()["count"] < 10_000:
                     await publish(org.id, 100)
+                    published += 100
                 else:
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.05)
 
-        async def sample() -> list[tuple[float, int, int]]:
-            points = []
-            warm_at = time.monotonic() + min(10, seconds / 4)
-            marks = []
-            while time.monotonic() < stop_at:
-                received = (await control.get("/_stats")).json()["count"]
-                points.append((time.monotonic(), received, 0))
+        async def sample() -> dict:
+            meter = cpu.Meter(**engine_groups(workers, scheduler))
+            while time.monotonic() < warm_at:
                 rss.append(rss_mb(workers))
-                if not marks and time.monotonic() >= warm_at:
-                    marks.append((time.monotonic(), await recorded_successes(org.id)))
                 await asyncio.sleep(1)
-            marks.append((time.monotonic(), await recorded_successes(org.id)))
-            return [(at, 0, recorded) for at, recorded in marks] + points
+            received0, recorded0, t0 = (
+                (await control.get("/_stats")).json()["count"],
+                await recorded_successes(org.id),
+                time.monotonic(),
+            )
+            with meter:
+                while time.monotonic() < stop_at:
+                    rss.append(rss_mb(workers))
+                    await asyncio.sleep(1)
+                received1, recorded1, t1 = (
+                    (await control.get("/_stats")).json()["count"],
+                    await recorded_successes(org.id),
+                    time.monotonic(),
+                )
+            span = t1 - t0
+            return {
+                "received_per_s": round((received1 - received0) / span, 1),
+                "recorded_per_s": round((recorded1 - recorded0) / span, 1),
+                "cpu_ms_per_delivery": meter.per(recorded1 - recorded0),
+                "cpu_core_share_pct": meter.share(span),
+                "deliveries_recorded": recorded1,
+            }
 
-        _, samples = await asyncio.gather(feed(), sample())
-    (m0, _, recorded0), (m1, _, recorded1) = samples[0], samples[1]
-    points = samples[2:]
-    warm = [p for p in points if p[0] >= m0]
-    span = warm[-1][0] - warm[0][0]
+        _, figures = await asyncio.gather(feed(), sample())
     half = len(rss) // 2
     return {
         "scenario": "throughput",
         "webhooks": hooks,
         "seconds": seconds,
-        "received_per_s": round((warm[-1][1] - warm[0][1]) / span, 1),
-        "recorded_per_s": round((recorded1 - recorded0) / (m1 - m0), 1),
+        "worker_processes": WORKER_PROCESSES,
+        "worker_threads": WORKER_THREADS,
+        **figures,
         "worker_rss_mb_first_half_max": round(max(rss[:half] or [float("nan")]), 1),
         "worker_rss_mb_second_half_max": round(max(rss[half:] or [float("nan")]), 1),
-        "deliveries_recorded": recorded1,
     }
 
 
@@ -209,7 +228,7 @@ async def memory(deliveries: int, hooks: int = 10) -> dict:
     second half of the run must not grow beyond the first."""
     from app.core.redis import get_redis
 
-    async with receiver() as (base, _control), pipeline() as workers:
+    async with receiver() as (base, _control), pipeline() as (workers, _scheduler):
         org, _ = await organisation("memory", hooks, base + "/hook")
         rss: list[float] = []
         started = time.monotonic()
@@ -353,14 +372,42 @@ async def baseline_asyncio(seconds: int, concurrency: int = 64) -> dict:
                 async with session.post(base + "/hook", data=body, headers=headers) as response:
                     await response.read()
 
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        with cpu.Meter(sender=cpu.tree(os.getpid())) as meter:
+            await asyncio.gather(*(loop() for _ in range(concurrency)))
         count = (await control.get("/_stats")).json()["count"]
-    return {"scenario": "baseline (a) asyncio", "seconds": seconds, "per_s": round(count / seconds, 1)}
+    return {
+        "scenario": "baseline (a) asyncio",
+        "seconds": seconds,
+        "per_s": round(count / seconds, 1),
+        "cpu_ms_per_delivery": meter.per(count),
+    }
+
+
+async def idle(seconds: int) -> dict:
+    """The workers and the scheduler running with nothing to do: the share of a core each group uses
+    (the workers' figure is for all WORKER_PROCESSES together), and Redis's and PostgreSQL's."""
+    async with pipeline() as (workers, scheduler):
+        await asyncio.sleep(5)  # past the boot
+        with cpu.Meter(**engine_groups(workers, scheduler)) as meter:
+            await asyncio.sleep(seconds)
+    share = meter.share(seconds)
+    return {
+        "scenario": "idle",
+        "seconds": seconds,
+        "worker_processes": WORKER_PROCESSES,
+        "cpu_core_share_pct": share,
+        "per_worker_process_pct": round(share["workers"] / WORKER_PROCESSES, 2),
+    }
 
 
 async def baseline_dramatiq(seconds: int) -> dict:
-    """(b) What a team writes in an afternoon: a Dramatiq actor that POSTs with httpx per message.
-    The queue is kept full for `seconds`; the figure is what arrived per second after a warm-up."""
+    """(b) The honest simple sender (bench/naive_actor.py): a Dramatiq actor signing each body and POSTing
+    through one shared, pooled httpx client per process, with the project's worker processes and
+    threads; it records nothing. Its queue is kept full for `seconds`; the figures are what arrived per
+    second after a warm-up and the CPU its workers and Redis used per arrival (its messages are
+    enqueued by this bench process, as the project's events are published by it)."""
+    from bench import naive_actor
+
     async with receiver() as (base, control):
         from app.core.redis import get_redis
 
@@ -375,21 +422,37 @@ async def baseline_dramatiq(seconds: int) -> dict:
                 str(WORKER_THREADS),
             ],
             BENCH_RECEIVER=base + "/hook",
+            BENCH_WORKER_THREADS=str(WORKER_THREADS),
         )
-        try:
-            from bench import naive_actor
+        stop_at = time.monotonic() + seconds + min(5, seconds / 4)
 
-            await asyncio.to_thread(naive_actor.enqueue, 3_000)  # it sends ~30/s: a 30 s run needs ~1,000
+        def feed() -> None:
+            sent = 0
+            while time.monotonic() < stop_at:
+                if naive_actor.waiting() < 5_000:
+                    naive_actor.enqueue(1_000, sent)
+                    sent += 1_000
+                else:
+                    time.sleep(0.05)
+
+        try:
+            feeding = asyncio.create_task(asyncio.to_thread(feed))
             await asyncio.sleep(min(5, seconds / 4))  # boot and warm up
+            meter = cpu.Meter(workers=cpu.tree(workers), redis=cpu.servers()["redis"])
             start_count, started = (await control.get("/_stats")).json()["count"], time.monotonic()
-            await asyncio.sleep(seconds)
-            count = (await control.get("/_stats")).json()["count"] - start_count
-            elapsed = time.monotonic() - started
+            with meter:
+                await asyncio.sleep(max(1.0, stop_at - time.monotonic()))
+                count = (await control.get("/_stats")).json()["count"] - start_count
+                elapsed = time.monotonic() - started
+            await feeding
         finally:
             stop(workers)
     return {
-        "scenario": "baseline (b) plain Dramatiq + httpx",
+        "scenario": "baseline (b) Dramatiq + shared httpx client",
         "seconds": seconds,
+        "worker_processes": WORKER_PROCESSES,
+        "worker_threads": WORKER_THREADS,
         "received": count,
         "per_s": round(count / elapsed, 1),
+        "cpu_ms_per_delivery": meter.per(count),
     }

@@ -24,11 +24,22 @@ def _panels(result: dict) -> list[tuple[str, str, list[tuple[str, float, float |
         bars.append(("InTime, every attempt recorded", by["throughput"]["recorded_per_s"], 1500.0, True))
     if "baseline (a) asyncio" in by:
         bars.append(("(a) bare asyncio + aiohttp, no DB", by["baseline (a) asyncio"]["per_s"], None, True))
-    naive = by.get("baseline (b) plain Dramatiq + httpx")
+    naive = by.get("baseline (b) Dramatiq + shared httpx client")
     if naive:
-        bars.append(("(b) plain Dramatiq + httpx, no DB", naive["per_s"], None, True))
+        bars.append(("(b) Dramatiq + shared httpx, signed, no DB", naive["per_s"], None, True))
     if bars:
         panels.append(("Sustained throughput", "deliveries/s", bars))
+    costs = [
+        (label, row["cpu_ms_per_delivery"]["all"], target, False)
+        for label, row, target in (
+            ("InTime, all processes", by.get("throughput"), 1.4),
+            ("(a) bare asyncio", by.get("baseline (a) asyncio"), None),
+            ("(b) Dramatiq + shared httpx", naive, None),
+        )
+        if row and "cpu_ms_per_delivery" in row
+    ]
+    if costs:
+        panels.append(("CPU per delivery", "ms", costs))
     if "latency" in by:
         lat = by["latency"]
         panels.append(

@@ -186,7 +186,7 @@ def print_table(rows: list[dict]) -> None:
         print(f"{row['deliveries']:>11,}  {row['check']:<28} {row['p50_ms']:>8} {row['p95_ms']:>8}  {mark}")
 
 
-SCENARIOS = ("throughput", "memory", "latency", "fanout", "retry", "disable", "noisy", "baselines", "pages")
+SCENARIOS = ("idle", "throughput", "memory", "latency", "fanout", "retry", "disable", "noisy", "baselines", "pages")
 
 
 async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
@@ -205,6 +205,8 @@ async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
         if "baselines" in only:
             await run("baseline (a)", pipeline.baseline_asyncio(5 if quick else 30))
             await run("baseline (b)", pipeline.baseline_dramatiq(5 if quick else 30))
+        if "idle" in only:
+            await run("idle", pipeline.idle(10 if quick else 30))
         if "throughput" in only:
             await run("throughput", pipeline.throughput(15 if quick else 60))
         if "memory" in only and not quick:  # the smoke run reads memory from the throughput run
@@ -226,6 +228,9 @@ async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
     return rows
 
 
+BASELINES = ("baseline (a) asyncio", "baseline (b) Dramatiq + shared httpx client")
+
+
 def judge(rows: list[dict]) -> list[tuple[str, str, str]]:
     """(target, figure, met?) for each target of issue 5 that this run measured."""
     by = {row["scenario"]: row for row in rows}
@@ -241,14 +246,29 @@ def judge(rows: list[dict]) -> list[tuple[str, str, str]]:
             f"{t['recorded_per_s']:,}/s",
             t["recorded_per_s"] >= 1500,
         )
-        for name in ("baseline (a) asyncio", "baseline (b) plain Dramatiq + httpx"):
+        split = t["cpu_ms_per_delivery"]
+        add(
+            "≤ 1.4 ms CPU per delivery, all processes",
+            f"{split['all']} ms (" + ", ".join(f"{k} {v}" for k, v in split.items() if k != "all") + ")",
+            split["all"] <= 1.4,
+        )
+        for name in BASELINES:
             if name in by:
                 ratio = t["recorded_per_s"] / by[name]["per_s"] if by[name]["per_s"] else 0
+                theirs = by[name]["cpu_ms_per_delivery"]["all"]
                 add(
                     f"ratio to {name}",
-                    f"{ratio:.2f}x ({by[name]['per_s']:,}/s)",
+                    f"{ratio:.2f}x ({by[name]['per_s']:,}/s, {theirs} ms CPU each)",
                     name.startswith("baseline (a)") or ratio > 1,
                 )
+    if "idle" in by:
+        i = by["idle"]
+        add(
+            "idle: a worker ≤ 2% of a core, Redis ≤ 1%",
+            f"worker {i['per_worker_process_pct']}%, Redis {i['cpu_core_share_pct']['redis']}%, "
+            f"scheduler {i['cpu_core_share_pct']['scheduler']}%",
+            i["per_worker_process_pct"] <= 2 and i["cpu_core_share_pct"]["redis"] <= 1,
+        )
     if "memory" in by or "throughput" in by:
         m = by.get("memory") or by["throughput"]
         over = f" over {m['deliveries']:,} deliveries" if "deliveries" in m else " over the throughput run"
