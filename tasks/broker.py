@@ -50,13 +50,6 @@ class DeliveryBackoff(Middleware):
     dispatch sends the retry when PostgreSQL's clock says it is due, so no machine's clock decides it.
     """
 
-    # Dramatiq polls an idle queue with a backoff that grows to the worker timeout (1 s by default);
-    # 100 ms bounds how long a dispatched message waits for an idle worker to notice it.
-    POLL_MS = 100
-
-    def before_worker_boot(self, broker, worker):
-        worker.worker_timeout = self.POLL_MS
-
     def after_process_message(self, broker, message, *, result=None, exception=None):
         if exception is not None or not isinstance(result, list):
             return

@@ -20,7 +20,7 @@ from app.core.redis import get_redis
 from app.integrations import calls, queries, ratelimit
 from app.integrations.background import attempt_call
 from app.integrations.calls import enqueue_call
-from tests.pipeline import drained, wait_until
+from tests.pipeline import drained, paused, wait_until
 from tests.receiver import Answer
 
 
@@ -223,14 +223,15 @@ async def test_a_call_to_a_missing_integration_is_refused_and_a_deleted_ones_is_
     assert await pending_calls() == [] and receiver.log == []
 
 
-async def test_the_same_call_id_enqueued_twice_for_an_integration_is_one_call(factory, receiver):
+async def test_the_same_call_id_enqueued_twice_for_an_integration_is_one_call(factory, receiver, worker_process):
     integration, _ = await integration_with_provider(factory, receiver)
     other = await factory.integration(await _org_of(integration), "Email", "email")
-    assert await enqueue_call(integration, "send", {"n": 1}, call_id="order-7") == "order-7"
-    assert await enqueue_call(integration, "send", {"n": 2}, call_id="order-7") == "order-7"
-    await enqueue_call(other, "send", {"n": 3}, call_id="order-7")  # another integration's call of that id
-    assert len(await pending_calls()) == 2
-    [row] = (await rows_of(integration)).values()
+    with paused(worker_process):  # what is enqueued stays queued while this looks
+        assert await enqueue_call(integration, "send", {"n": 1}, call_id="order-7") == "order-7"
+        assert await enqueue_call(integration, "send", {"n": 2}, call_id="order-7") == "order-7"
+        await enqueue_call(other, "send", {"n": 3}, call_id="order-7")  # another integration's call of that id
+        assert len(await pending_calls()) == 2
+        [row] = (await rows_of(integration)).values()
     assert (row["status"], json.loads(row["payload"])) == ("queued", {"n": 1})
 
 

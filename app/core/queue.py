@@ -9,11 +9,15 @@ to this same broker before any actor is declared.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import threading
+import time
 from collections.abc import Iterable
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
+import redis
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.errors import ConnectionClosed
 
 from app.core.redis import get_redis
 from app.core.settings import get_settings
@@ -51,6 +55,88 @@ class MessageKeys(dramatiq.Middleware):
         message.options["redis_message_id"] = redis_key(message.message_id, message.options.get("retries", 0))
 
 
+def wake_key(queue_name: str) -> str:
+    """The Redis list whose entries wake an idle consumer of this queue (`.DQ` names the delayed one)."""
+    return f"{NAMESPACE}:{queue_name}.wake"
+
+
+# Entries kept in a wake list: more than the consumers that could be asleep on it are never needed.
+WAKE_TOKENS = 64
+
+
+class WakeConsumers(dramatiq.Middleware):
+    """Every enqueue leaves an entry in its queue's wake list, which an idle consumer blocks on (BLPOP):
+    an idle worker notices new work at once instead of polling Redis for it. The list is trimmed, so
+    entries left while every consumer was busy cost one spare fetch each, no more."""
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
+        key = wake_key(message.queue_name)
+        with broker.client.pipeline(transaction=False) as pipe:  # type: ignore[attr-defined]
+            pipe.lpush(key, 1)
+            pipe.ltrim(key, 0, WAKE_TOKENS - 1)
+            pipe.execute()
+
+
+class _WakingConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, waiting instead of polling. Where Dramatiq sleeps after an empty fetch
+    (a backoff growing to the worker timeout: with a short timeout, a busy idle loop; with a long one,
+    late messages), this one blocks on the queue's wake list until an enqueue or the idle timeout. With
+    every prefetched message still in a worker thread it waits for an acknowledgement instead (a thread
+    is free again), and never past the time of a delayed message it handed out (the consumer thread
+    moves that to its queue when its `eta` has come)."""
+
+    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout=0)  # no sleep of Dramatiq's own
+        self.idle_s = timeout / 1000
+        self.room = threading.Event()
+        self.etas: list[float] = []
+
+    def ack(self, message):
+        try:
+            super().ack(message)
+        finally:
+            self.room.set()
+
+    def nack(self, message):
+        try:
+            super().nack(message)
+        finally:
+            self.room.set()
+
+    def _wait_s(self) -> float:
+        now = time.time() * 1000
+        while self.etas and self.etas[0] <= now:
+            heapq.heappop(self.etas)
+        wait = min(self.idle_s, (self.etas[0] - now) / 1000) if self.etas else self.idle_s
+        return max(wait, 0.005)  # BLPOP's 0 would mean "for ever"
+
+    def __next__(self):
+        self.room.clear()
+        full = self.outstanding_message_count >= self.prefetch
+        message = super().__next__()
+        if message is not None:
+            eta = message.options.get("eta")
+            if isinstance(eta, int | float):
+                heapq.heappush(self.etas, eta)
+            return message
+        if full:
+            self.room.wait(self._wait_s())
+            return None
+        try:
+            self.broker.client.blpop([wake_key(self.queue_name)], timeout=self._wait_s())
+        except redis.ConnectionError as error:
+            raise ConnectionClosed(error) from None
+        return None
+
+
+class WakingRedisBroker(RedisBroker):
+    """The project's broker: Dramatiq's Redis broker whose consumers wake on work (_WakingConsumer)."""
+
+    @property
+    def consumer_class(self):
+        return _WakingConsumer
+
+
 async def deliveries_alive(message_ids: set[str]) -> set[str]:
     """Which of these deliver_batch messages Redis still holds, waiting, delayed for a Dramatiq retry, or
     taken by a worker and not yet acknowledged: each retry Dramatiq may have made is asked for."""
@@ -68,17 +154,18 @@ async def deliveries_alive(message_ids: set[str]) -> set[str]:
     return {message_id for values in found for (message_id, _), value in zip(fields, values, strict=True) if value}
 
 
-_built: RedisBroker | None = None
+_built: WakingRedisBroker | None = None
 _lock = threading.Lock()
 
 
-def broker() -> RedisBroker:
+def broker() -> WakingRedisBroker:
     """The process's broker on REDIS_URL, built on first use and set as Dramatiq's global broker."""
     global _built
     with _lock:
         if _built is None:
-            _built = RedisBroker(url=get_settings().redis.url, namespace=NAMESPACE)
+            _built = WakingRedisBroker(url=get_settings().redis.url, namespace=NAMESPACE)
             _built.add_middleware(MessageKeys())
+            _built.add_middleware(WakeConsumers())
             dramatiq.set_broker(_built)
         return _built
 
