@@ -17,16 +17,19 @@ import psutil
 SERVERS = {"postgres": ("postgres",), "redis": ("redis-server",)}
 
 
-def tree(process: subprocess.Popen | int) -> Callable[[], list[psutil.Process]]:
-    """The process and its children (a Dramatiq worker forks its worker processes)."""
-    pid = process if isinstance(process, int) else process.pid
+def tree(*processes: subprocess.Popen | int) -> Callable[[], list[psutil.Process]]:
+    """These processes and their children (a Dramatiq worker forks its worker processes)."""
+    pids = [p if isinstance(p, int) else p.pid for p in processes]
 
     def find() -> list[psutil.Process]:
-        try:
-            parent = psutil.Process(pid)
-            return [parent, *parent.children(recursive=True)]
-        except psutil.Error:
-            return []
+        found = []
+        for pid in pids:
+            try:
+                parent = psutil.Process(pid)
+                found += [parent, *parent.children(recursive=True)]
+            except psutil.Error:
+                continue
+        return found
 
     return find
 

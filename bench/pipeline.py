@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -75,8 +76,10 @@ async def receiver(delay_ms: int = 0):
 
 
 @asynccontextmanager
-async def pipeline(worker_processes: int = WORKER_PROCESSES):
-    """The project's own processes: the scheduler and `dramatiq tasks` workers."""
+async def pipeline(worker_processes: int = WORKER_PROCESSES, groups: int = 1):
+    """The project's own processes: `groups` copies of a deployment's set, each a scheduler and a
+    `dramatiq tasks` with `worker_processes` processes, against the one PostgreSQL and Redis; yields
+    (the worker groups, the schedulers)."""
     from app.core import db
     from app.core.redis import get_redis
 
@@ -85,13 +88,13 @@ async def pipeline(worker_processes: int = WORKER_PROCESSES):
         await conn.execute("TRUNCATE events, webhook_deliveries, delivery_attempts, webhook_stats_hourly, jobs")
         await conn.execute("UPDATE webhooks SET enabled = false")
     await get_redis().flushdb()
-    workers = spawn(worker_argv(worker_processes, WORKER_THREADS))
-    scheduler = spawn([sys.executable, "-m", "tasks.scheduler"])
-    await asyncio.sleep(3)  # boot
+    workers = [spawn(worker_argv(worker_processes, WORKER_THREADS)) for _ in range(groups)]
+    schedulers = [spawn([sys.executable, "-m", "tasks.scheduler"]) for _ in range(groups)]
+    await asyncio.sleep(3 * groups)  # boot
     try:
-        yield workers, scheduler
+        yield workers, schedulers
     finally:
-        stop(scheduler, workers)
+        stop(*schedulers, *workers)
 
 
 async def organisation(name: str, hooks: int, url: str, policy: dict | None = None):
@@ -134,12 +137,12 @@ async def publish(org_id, count: int, batch: int = 200) -> list[tuple[str, float
     return published
 
 
-def rss_mb(process: subprocess.Popen) -> float:
+def rss_mb(processes: list[subprocess.Popen]) -> float:
+    """The resident memory of these processes and their children (a worker group), in MiB."""
     import psutil
 
     try:
-        parent = psutil.Process(process.pid)
-        return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
+        return sum(p.memory_info().rss for p in cpu.tree(*processes)()) / 2**20
     except psutil.Error as error:
         print(f"[bench] could not read worker memory: {error!r}", file=sys.stderr)
         return float("nan")
@@ -154,17 +157,21 @@ async def recorded_successes(org_id) -> int:
         )
 
 
-def engine_groups(workers: subprocess.Popen, scheduler: subprocess.Popen) -> dict:
-    """The processes that deliver, for a CPU split: the project's workers and scheduler, and the servers."""
-    return {"workers": cpu.tree(workers), "scheduler": cpu.tree(scheduler), **cpu.servers()}
+def engine_groups(workers: list[subprocess.Popen], schedulers: list[subprocess.Popen]) -> dict:
+    """The processes that deliver, for a CPU split: the project's workers and schedulers, and the servers."""
+    return {"workers": cpu.tree(*workers), "scheduler": cpu.tree(*schedulers), **cpu.servers()}
 
 
-async def throughput(seconds: int, hooks: int = 10) -> dict:
+async def throughput(seconds: int, hooks: int = 10, groups: int = 1) -> dict:
     """Events at full speed to `hooks` webhooks for `seconds`: deliveries received and recorded per
     second over the run after a warm-up, CPU per recorded delivery in each process group over that
-    window, and the workers' memory over time."""
-    async with receiver() as (base, control), pipeline() as (workers, scheduler):
-        org, _ = await organisation("throughput", hooks, base + "/hook")
+    window, the workers' memory over time, and how many deliveries arrived more than once. With
+    `groups` > 1 that many schedulers and worker groups share the work (the scale-out scenario)."""
+    # The same worker processes in all, spread over the groups, as over machines: on one machine's two
+    # cores more processes would only measure contention.
+    processes = max(1, WORKER_PROCESSES // groups)
+    async with receiver() as (base, control), pipeline(processes, groups) as (workers, scheduler):
+        org, _ = await organisation("throughput" if groups == 1 else f"scale-out-{groups}", hooks, base + "/hook")
         stop_at = time.monotonic() + seconds
         warm_at = time.monotonic() + min(10, seconds / 4)
         rss: list[float] = []
@@ -210,12 +217,22 @@ async def throughput(seconds: int, hooks: int = 10) -> dict:
             }
 
         _, figures = await asyncio.gather(feed(), sample())
+        await _drain(control, published * hooks, timeout=60)
+        arrivals = Counter(
+            delivery
+            for _, delivery, _, _, status, *_ in (await control.get("/_arrivals")).json()
+            if 200 <= status < 300
+        )
     half = len(rss) // 2
     return {
-        "scenario": "throughput",
+        "scenario": "throughput" if groups == 1 else f"scale-out ({groups} groups)",
+        "groups": groups,
+        "duplicates": sum(n - 1 for n in arrivals.values() if n > 1),
+        "arrived": len(arrivals),
+        "published_deliveries": published * hooks,
         "webhooks": hooks,
         "seconds": seconds,
-        "worker_processes": WORKER_PROCESSES,
+        "worker_processes": processes * groups,
         "worker_threads": WORKER_THREADS,
         **figures,
         "worker_rss_mb_first_half_max": round(max(rss[:half] or [float("nan")]), 1),
@@ -228,7 +245,7 @@ async def memory(deliveries: int, hooks: int = 10) -> dict:
     second half of the run must not grow beyond the first."""
     from app.core.redis import get_redis
 
-    async with receiver() as (base, _control), pipeline() as (workers, _scheduler):
+    async with receiver() as (base, _control), pipeline() as (workers, _schedulers):
         org, _ = await organisation("memory", hooks, base + "/hook")
         rss: list[float] = []
         started = time.monotonic()

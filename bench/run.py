@@ -186,7 +186,19 @@ def print_table(rows: list[dict]) -> None:
         print(f"{row['deliveries']:>11,}  {row['check']:<28} {row['p50_ms']:>8} {row['p95_ms']:>8}  {mark}")
 
 
-SCENARIOS = ("idle", "throughput", "memory", "latency", "fanout", "retry", "disable", "noisy", "baselines", "pages")
+SCENARIOS = (
+    "idle",
+    "throughput",
+    "scaleout",
+    "memory",
+    "latency",
+    "fanout",
+    "retry",
+    "disable",
+    "noisy",
+    "baselines",
+    "pages",
+)
 
 
 async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
@@ -209,6 +221,8 @@ async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
             await run("idle", pipeline.idle(10 if quick else 30))
         if "throughput" in only:
             await run("throughput", pipeline.throughput(15 if quick else 60))
+        if "scaleout" in only:
+            await run("scale-out", pipeline.throughput(15 if quick else 60, groups=2))
         if "memory" in only and not quick:  # the smoke run reads memory from the throughput run
             await run("memory", pipeline.memory(200_000))
         if "latency" in only:
@@ -261,6 +275,16 @@ def judge(rows: list[dict]) -> list[tuple[str, str, str]]:
                     f"{ratio:.2f}x ({by[name]['per_s']:,}/s, {theirs} ms CPU each)",
                     name.startswith("baseline (a)") or ratio > 1,
                 )
+    scaled = next((row for name, row in by.items() if name.startswith("scale-out")), None)
+    if scaled:
+        one = by.get("throughput")
+        add(
+            f"scale-out: {scaled['groups']} schedulers + worker groups, no duplicate, ≥ one group's rate",
+            f"{scaled['recorded_per_s']:,}/s"
+            + (f" vs {one['recorded_per_s']:,}/s" if one else "")
+            + f", {scaled['duplicates']} duplicates of {scaled['arrived']:,}",
+            scaled["duplicates"] == 0 and (one is None or scaled["recorded_per_s"] >= one["recorded_per_s"]),
+        )
     if "idle" in by:
         i = by["idle"]
         add(
