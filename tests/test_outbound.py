@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gzip
 import ipaddress
 import socket
 import ssl
@@ -187,6 +188,11 @@ async def _serve(ssl_context: ssl.SSLContext | None = None) -> tuple[Receiver, w
             return web.Response(text="thanks", headers={"Set-Cookie": "session=receiver-a; Path=/"})
         if request.path == "/slow":
             await asyncio.sleep(5)
+        if request.path == "/gzip-and-links":  # a compressed answer and a header given twice
+            answer = web.Response(body=gzip.compress(b"a" * 5000), headers={"Content-Encoding": "gzip"})
+            answer.headers.add("Link", "<https://example.test/1>; rel=next")
+            answer.headers.add("Link", "<https://example.test/9>; rel=last")
+            return answer
         return web.Response(text="thanks")
 
     app = web.Application()
@@ -300,17 +306,27 @@ async def test_the_delivery_path_keeps_no_cookies_between_deliveries(receiver):
     ignore cookies from bare IP addresses anyway."""
     url = receiver.url.replace("127.0.0.1", "localhost")
     try:
-        first = await outbound.post(f"{url}/set-cookie", BODY, {"X-Test": "1"}, timeout_seconds=5)
-        assert first.headers["Set-Cookie"].startswith("session=")
-        await first.aclose()
-        second = await outbound.post(f"{url}/later", BODY, {}, timeout_seconds=5)
-        assert [chunk async for chunk in second.aiter_bytes()] == [b"thanks"]
-        await second.aclose()
+        first = await outbound.post(f"{url}/set-cookie", BODY, {"X-Test": "1"}, timeout_seconds=5, body_cap=1024)
+        assert first.headers["set-cookie"].startswith("session=")
+        second = await outbound.post(f"{url}/later", BODY, {}, timeout_seconds=5, body_cap=1024)
+        assert (second.status, second.body, second.truncated) == (200, b"thanks", False)
     finally:
         await outbound.close_shared_client()
     assert [r.path for r in receiver.requests] == ["/set-cookie", "/later"]
     assert receiver.requests[0].headers["X-Test"] == "1"
     assert "Cookie" not in receiver.requests[1].headers
+
+
+async def test_the_delivery_path_keeps_the_answer_decoded_capped_and_with_every_header_value(receiver):
+    try:
+        whole = await outbound.post(f"{receiver.url}/gzip-and-links", BODY, {}, timeout_seconds=5, body_cap=10_000)
+        capped = await outbound.post(f"{receiver.url}/gzip-and-links", BODY, {}, timeout_seconds=5, body_cap=1000)
+    finally:
+        await outbound.close_shared_client()
+    assert (whole.body, whole.truncated) == (b"a" * 5000, False)
+    assert (capped.body, capped.truncated) == (b"a" * 1000, True)
+    assert whole.headers["link"] == "<https://example.test/1>; rel=next, <https://example.test/9>; rel=last"
+    assert whole.headers["content-encoding"] == "gzip"
 
 
 async def test_the_delivery_path_is_guarded_too(listener, monkeypatch):
@@ -322,8 +338,9 @@ async def test_the_delivery_path_is_guarded_too(listener, monkeypatch):
     monkeypatch.setattr(outbound, "get_settings", lambda: strict)
     port, accepted = listener
     try:
-        with pytest.raises(OutboundRefused, match="loopback address"):
-            await outbound.post(f"http://localhost:{port}/hook", BODY, {}, timeout_seconds=5)
+        for host in ("localhost", "127.0.0.1", "[::ffff:127.0.0.1]"):  # by name, and literals aiohttp never resolves
+            with pytest.raises(OutboundRefused, match="loopback address"):
+                await outbound.post(f"http://{host}:{port}/hook", BODY, {}, timeout_seconds=5, body_cap=1024)
     finally:
         await outbound.close_shared_client()
     await asyncio.sleep(0.05)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
 
 from app import __version__
 from app.core import db, outbound, times
@@ -56,29 +56,17 @@ async def send(url: str, body: bytes, headers: dict[str, str], timeout_seconds: 
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_seconds + 1):
-            response = await outbound.post(url, body, headers, timeout_seconds)
-            chunks, size, truncated = [], 0, False
-            try:
-                async for chunk in response.aiter_bytes():
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > RESPONSE_BODY_CAP:
-                        truncated = True
-                        break
-            finally:
-                await response.aclose()
-        raw = b"".join(chunks)[:RESPONSE_BODY_CAP]
-        answer_headers = {k: _clean(v) or "" for k, v in response.headers.items()}
+            answer = await outbound.post(url, body, headers, timeout_seconds, RESPONSE_BODY_CAP)
         return Sent(
-            response.status_code,
-            answer_headers,
-            _clean(raw.decode("utf-8", "replace")),
-            truncated,
+            answer.status,
+            {k: _clean(v) or "" for k, v in answer.headers.items()},
+            _clean(answer.body.decode("utf-8", "replace")),
+            answer.truncated,
             None,
             None,
             _ms(started),
         )
-    except (TimeoutError, httpx.HTTPError, OSError, ValueError, outbound.OutboundRefused) as error:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError, outbound.OutboundRefused) as error:
         return Sent(
             None,
             None,
