@@ -25,15 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from app.core import outbound
-from app.core.outbound import (
-    OutboundRefused,
-    address_allowed,
-    check_url,
-    classify_error,
-    make_client,
-    parse_target,
-    resolve_checked,
-)
+from app.core.guard import OutboundRefused, address_allowed, check_url, parse_target, resolve_checked
+from app.core.outbound import classify_error, make_client
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 BODY = b'{"id": "evt_1", "type": "job.created", "data": {"job": 42}}'

@@ -25,7 +25,7 @@ import httpx
 import redis.exceptions
 from dramatiq.errors import BrokerConnectionError
 
-from app.core import db, outbound, queue
+from app.core import db, guard, outbound, queue
 from app.core.crypto import DecryptionError, get_keyring
 from app.core.problems import NotFound
 from app.core.times import parse_retry_after
@@ -198,7 +198,7 @@ async def call_integration(
                 raw = (await response.aread())[:1_000_000]
             finally:
                 await response.aclose()
-    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused) as error:
+    except (httpx.HTTPError, OSError, TimeoutError, guard.OutboundRefused) as error:
         await breaker.record(active.id, False, policy)
         await evaluate(integration_id)
         raise CallFailed(f"{active.row['name']}: {outbound.classify_error(error)}") from None

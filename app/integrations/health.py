@@ -16,7 +16,7 @@ import uuid
 import asyncpg
 import httpx
 
-from app.core import db, outbound
+from app.core import db, guard, outbound
 from app.events import services as events
 from app.integrations import breaker
 from app.integrations.failover import evaluate
@@ -108,7 +108,7 @@ async def probe(url: str) -> tuple[bool, int | None, str | None]:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
             response = await outbound.request("GET", url, None, {}, CHECK_TIMEOUT_SECONDS)
             await response.aclose()
-    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused) as error:
+    except (httpx.HTTPError, OSError, TimeoutError, guard.OutboundRefused) as error:
         return False, None, outbound.classify_error(error)
     ok = 200 <= response.status_code < 300
     return ok, response.status_code, None if ok else "http_status"

@@ -20,7 +20,7 @@ import asyncpg
 
 from app.core import db, fields
 from app.core.crypto import get_keyring
-from app.core.outbound import OutboundRefused, check_url
+from app.core.guard import OutboundRefused, check_url
 from app.core.problems import NotFound
 from app.integrations.failover import next_usable, switch
 from app.integrations.state import ProviderView, active_of, credentials_context, load, owned

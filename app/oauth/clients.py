@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-from app.core import db, outbound
+from app.core import db, guard, outbound
 from app.core.crypto import DecryptionError
 from app.core.settings import get_settings
 from app.oauth import providers, vault
@@ -67,7 +67,7 @@ async def _validate_client(provider: Provider, data: dict[str, Any], existing: b
         if discovery:
             try:
                 found = await _discover(discovery)
-            except (httpx.HTTPError, OSError, ValueError, outbound.OutboundRefused) as error:
+            except (httpx.HTTPError, OSError, ValueError, guard.OutboundRefused) as error:
                 errors["discovery_url"] = f"Could not read the discovery document: {describe_error(error)}."
                 found = {}
             data = {name: data.get(name) or found.get(name, "") for name in ENDPOINT_FIELDS} | {
@@ -81,10 +81,10 @@ async def _validate_client(provider: Provider, data: dict[str, Any], existing: b
                 continue
             try:
                 if name == "issuer":
-                    outbound.parse_target(value)
+                    guard.parse_target(value)
                 else:
-                    await outbound.check_url(value)
-            except outbound.OutboundRefused as refused:
+                    await guard.check_url(value)
+            except guard.OutboundRefused as refused:
                 errors[name] = str(refused)
                 continue
             endpoints[name] = value
@@ -105,7 +105,7 @@ DISCOVERY_FIELDS = {
 
 async def _discover(url: str) -> dict[str, str]:
     """A provider's endpoints from its OpenID Connect / OAuth 2.0 discovery document."""
-    await outbound.check_url(url)
+    await guard.check_url(url)
     async with (
         asyncio.timeout(PROVIDER_CALL_SECONDS),
         httpx.AsyncClient(
@@ -237,7 +237,7 @@ def describe_error(error: BaseException) -> str:
     """A provider failure in words for the admin (and the connection's last error)."""
     if isinstance(error, httpx.HTTPStatusError):
         return f"the provider answered HTTP {error.response.status_code}"
-    if isinstance(error, outbound.OutboundRefused):
+    if isinstance(error, guard.OutboundRefused):
         return str(error)
     if isinstance(error, httpx.HTTPError | OSError):
         return f"the provider could not be reached ({outbound.classify_error(error)})"

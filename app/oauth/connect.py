@@ -24,7 +24,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from app.core import db, outbound
+from app.core import db, guard
 from app.core.redis import get_redis
 from app.events import services as events
 from app.oauth import audit, providers, vault
@@ -177,7 +177,7 @@ async def finish_connect(
             "Check the client id and secret, then start again with Connect.",
             org_id,
         ) from None
-    except (httpx.HTTPError, OSError, outbound.OutboundRefused, ValueError, TypeError, TimeoutError) as error:
+    except (httpx.HTTPError, OSError, guard.OutboundRefused, ValueError, TypeError, TimeoutError) as error:
         raise ConnectFailed(
             f"Could not complete the connection with {provider.name}: {describe_error(error)}. Try again in a moment.",
             org_id,

@@ -10,7 +10,7 @@ import uuid
 import httpx
 from authlib.integrations.httpx_client import OAuthError
 
-from app.core import db, outbound
+from app.core import db, guard
 from app.core.crypto import DecryptionError
 from app.events import services as events
 from app.oauth import audit, providers, vault
@@ -81,7 +81,7 @@ async def _revoke(row, client: LoadedClient | None) -> str:
                 response = await oauth.revoke_token(client.endpoints.revoke_url, token=token, token_type_hint=hint)
                 if response.status_code < 400 and _revocation_ok(response):
                     return f"revoked at the provider ({hint.replace('_', ' ')}) and deleted"
-    except (httpx.HTTPError, OSError, TimeoutError, outbound.OutboundRefused, DecryptionError, OAuthError) as error:
+    except (httpx.HTTPError, OSError, TimeoutError, guard.OutboundRefused, DecryptionError, OAuthError) as error:
         log.warning("revoking OAuth connection %s failed: %s", row["id"], error)
         return f"tokens deleted; revoking at the provider failed ({describe_error(error)})"
     return "tokens deleted; the provider refused the revocation"

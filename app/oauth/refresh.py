@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from authlib.integrations.httpx_client import OAuthError
 
-from app.core import db, outbound
+from app.core import db, guard
 from app.core.backoff import Backoff
 from app.core.crypto import DecryptionError
 from app.core.redis import get_redis, run_script
@@ -159,7 +159,7 @@ async def _refresh_locked(connection_id: uuid.UUID, on_demand: bool, force: bool
     except OAuthError as error:
         detail = f"{error.error}{': ' + str(error.description)[:200] if error.description else ''}"
         return await _refresh_failed(row, detail, permanent=error.error == "invalid_grant")
-    except (httpx.HTTPError, OSError, ValueError, TypeError, TimeoutError, outbound.OutboundRefused) as error:
+    except (httpx.HTTPError, OSError, ValueError, TypeError, TimeoutError, guard.OutboundRefused) as error:
         return await _refresh_failed(row, describe_error(error), permanent=False)
     now = _now()
     expires_at, next_refresh = schedule(token, now)

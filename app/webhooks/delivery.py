@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from app import __version__
-from app.core import db, outbound, times
+from app.core import db, guard, outbound, times
 from app.webhooks import dispatch, dlq, schedule, secrets, signing, statements, stats
 from app.webhooks.payloads import build_body
 from app.webhooks.tables import DlqReason
@@ -66,7 +66,7 @@ async def send(url: str, body: bytes, headers: dict[str, str], timeout_seconds: 
             None,
             _ms(started),
         )
-    except (TimeoutError, aiohttp.ClientError, OSError, ValueError, outbound.OutboundRefused) as error:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError, guard.OutboundRefused) as error:
         return Sent(
             None,
             None,
@@ -138,7 +138,8 @@ async def deliver_many(
         await dispatch.release_and_hand_on((hook, message_id, key) for key in keys if key not in claimed)
     loop = asyncio.get_running_loop()
     retries: list[schedule.RetryRequest] = []
-    pending = {asyncio.create_task(_attempt(row)) for row in ready}
+    opened: dict[tuple, tuple[list[str], dict[str, str]]] = {}  # the message's webhook's secrets, opened once
+    pending = {asyncio.create_task(_attempt(row, opened)) for row in ready}
     deadline = loop.time() + DETACH_AFTER_S
     try:
         while pending:
@@ -198,17 +199,28 @@ async def _record(finished: set[asyncio.Task[Attempted]], message_id: str) -> li
     return retries
 
 
-async def _attempt(row) -> Attempted:
+def _open(row, now: datetime, opened: dict[tuple, tuple[list[str], dict[str, str]]]):
+    """The webhook's signing secrets and custom headers, opened once for all the deliveries of a message
+    (they share a webhook, so the keyring's work would be the same each time)."""
+    key = (row["webhook_id"], row["secret"], row["previous_secret"], row["previous_secret_expires_at"], row["headers"])
+    if key not in opened:
+        opened[key] = (
+            secrets.live_secrets(
+                row["webhook_id"], row["secret"], row["previous_secret"], row["previous_secret_expires_at"], now
+            ),
+            secrets.open_headers(row["webhook_id"], row["headers"]),
+        )
+    return opened[key]
+
+
+async def _attempt(row, opened: dict[tuple, tuple[list[str], dict[str, str]]]) -> Attempted:
     """Build, sign and send one request; never raises (a failure is an attempt too)."""
     now = datetime.now(UTC)
     request_headers: dict[str, str] = {}
     custom: dict[str, str] = {}
     try:
         body = build_body(row)
-        signing_secrets = secrets.live_secrets(
-            row["webhook_id"], row["secret"], row["previous_secret"], row["previous_secret_expires_at"], now
-        )
-        custom = secrets.open_headers(row["webhook_id"], row["headers"])
+        signing_secrets, custom = _open(row, now, opened)
         request_headers = {
             **custom,
             "Content-Type": "application/json",

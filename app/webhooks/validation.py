@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from app.core import fields
-from app.core.outbound import OutboundRefused, check_url
+from app.core.guard import OutboundRefused, check_url
 from app.events import services as events
 from app.webhooks import delivery_settings, patterns, retry
 from app.webhooks.secrets import mask_value, open_headers
