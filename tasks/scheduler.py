@@ -20,6 +20,7 @@ import asyncpg
 
 from app.core import heartbeat, queue
 from app.core.settings import get_settings
+from app.events import idempotency
 from app.integrations import call_sweep, calls
 from app.integrations import health as integration_health
 from app.oauth import refresh as oauth_refresh
@@ -135,8 +136,15 @@ class Scheduler:
             now = loop.time()
             if now >= next_sweep:
                 # Each on its own: one failing (a database error, a bug) must not stop the others.
-                steps = (self.sweep, stats.flush, self.refresh_oauth, self.check_health, self.sweep_calls)
-                for step in steps:  # flush: lost attempts
+                steps = (
+                    self.sweep,
+                    stats.flush,  # lost attempts
+                    self.refresh_oauth,
+                    self.check_health,
+                    self.sweep_calls,
+                    idempotency.prune,  # idempotency keys past their TTL, a bounded batch
+                )
+                for step in steps:
                     failed |= not await self._step(step)
                 failed |= not await self._step(self.dispatch)
                 next_sweep = now + SWEEP_SECONDS
