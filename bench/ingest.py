@@ -3,7 +3,8 @@
 Eight keep-alive clients (aiohttp, the lightest client Python has here, so the client steals as little
 of the two cores as it can) post for `seconds` each: single events, then batches of 500. Besides
 throughput and latency, the CPU each request cost is read from /proc: the web process's, PostgreSQL's
-(the postmaster and its backends) and Redis's (its own INFO), over the measured window only.
+(the postmaster and its backends), Redis's (its own INFO) and the clients' own (this process), over
+the measured window only. All of them share the machine's two cores.
 
 Each client has its own token (events:write, the highest hourly limit): every event counts toward a
 token's limit, and a long batch run would spend one token's million an hour.
@@ -67,8 +68,10 @@ class Window:
     web: float = 0.0
     postgres: dict[int, float] = field(default_factory=dict)
     redis: float = 0.0
+    client: float = 0.0
 
     async def start(self) -> None:
+        self.client = time.process_time() * 1000
         self.web = process_cpu_ms(self.web_pid)
         self.postgres = postgres_cpu_ms(self.postmaster)
         self.redis = await redis_cpu_ms()
@@ -79,6 +82,7 @@ class Window:
             "web": process_cpu_ms(self.web_pid) - self.web,
             "postgres": sum(ms - self.postgres.get(pid, 0.0) for pid, ms in postgres.items()),
             "redis": await redis_cpu_ms() - self.redis,
+            "client": time.process_time() * 1000 - self.client,
         }
 
 
@@ -127,6 +131,7 @@ async def measure(session, window: Window, url: str, tokens: list[str], body: di
         "web_cpu_ms_per_request": round(cpu["web"] / max(1, requests), 3),
         "postgres_cpu_ms_per_request": round(cpu["postgres"] / max(1, requests), 3),
         "redis_cpu_ms_per_request": round(cpu["redis"] / max(1, requests), 3),
+        "client_cpu_ms_per_request": round(cpu["client"] / max(1, requests), 3),
         "web_cpu_share": round(cpu["web"] / (elapsed * 1000), 2),
     }
 
