@@ -24,6 +24,9 @@ FROM unnest($2::text[], $3::uuid[], $4::text[], $5::uuid[], $6::text[])
     WITH ORDINALITY AS x(type, aggregate_id, payload, user_id, metadata, n)
 ORDER BY x.n
 """
+# One event (POST /events) takes plain parameters: encoding six one-element arrays and unnesting them
+# cost the web process and PostgreSQL more than the call itself.
+_PUBLISH_ONE = "SELECT publish_event($1, $2, $3::jsonb, $4, $5::jsonb, $6)"
 CLAIM_ATTEMPTS = 3
 
 
@@ -61,6 +64,10 @@ async def publish_many(org_id: uuid.UUID, events: list[EventIn]) -> list[Outcome
 async def _publish(conn: asyncpg.Connection, org_id: uuid.UUID, events: list[EventIn]) -> list[uuid.UUID]:
     if not events:
         return []
+    if len(events) == 1:
+        (event,) = events
+        args = (event.type, event.aggregate_id, event.payload, event.user_id, event.metadata, org_id)
+        return [await conn.fetchval(_PUBLISH_ONE, *args)]
     rows = await conn.fetch(
         _PUBLISH,
         org_id,
