@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import time
@@ -45,12 +44,11 @@ class Scheduler:
         self.listener: asyncpg.Connection | None = None
         self.next_due: float | None = None  # seconds until dispatch has work again, by the database's clock
 
-    def _on_event(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            note = json.loads(payload)
-        except ValueError:
-            return
-        log.debug("event %s %s", note.get("type"), note.get("id"))
+    def _on_event(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
+        # Coalesced: every notification only wakes the loop, whose fan-out reads the whole backlog from
+        # PostgreSQL; the note itself is not parsed. A batch of 500 events is 500 notifications (the
+        # contract of publish_event()); parsing each cost ~7 µs of the scheduler's CPU, this ~4.5 µs
+        # (asyncpg's own dispatch), measured over 50,000 (issue 14).
         self.wake.set()  # fan-out waits on this
 
     def _on_held(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
