@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.common import ROOT, percentile
+from bench.common import percentile, start_web
 from devtools.embedded import free_port
 
 CLIENTS = 8
@@ -134,23 +134,6 @@ async def measure(session, window: Window, url: str, tokens: list[str], body: di
         "client_cpu_ms_per_request": round(cpu["client"] / max(1, requests), 3),
         "web_cpu_share": round(cpu["web"] / (elapsed * 1000), 2),
     }
-
-
-def start_web(port: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "uvicorn"),
-            "app.main:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=os.environ.copy(),
-    )
 
 
 async def wait_healthy(session, base: str, web: subprocess.Popen) -> None:
