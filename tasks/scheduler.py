@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import time
@@ -20,6 +19,7 @@ import asyncpg
 
 from app.core import heartbeat, queue
 from app.core.settings import get_settings
+from app.events import idempotency
 from app.integrations import call_sweep, calls
 from app.integrations import health as integration_health
 from app.oauth import refresh as oauth_refresh
@@ -44,12 +44,11 @@ class Scheduler:
         self.listener: asyncpg.Connection | None = None
         self.next_due: float | None = None  # seconds until dispatch has work again, by the database's clock
 
-    def _on_event(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        try:
-            note = json.loads(payload)
-        except ValueError:
-            return
-        log.debug("event %s %s", note.get("type"), note.get("id"))
+    def _on_event(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
+        # Coalesced: every notification only wakes the loop, whose fan-out reads the whole backlog from
+        # PostgreSQL; the note itself is not parsed. A batch of 500 events is 500 notifications (the
+        # contract of publish_event()); parsing each cost ~7 µs of the scheduler's CPU, this ~4.5 µs
+        # (asyncpg's own dispatch), measured over 50,000 (issue 14).
         self.wake.set()  # fan-out waits on this
 
     def _on_held(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
@@ -135,8 +134,15 @@ class Scheduler:
             now = loop.time()
             if now >= next_sweep:
                 # Each on its own: one failing (a database error, a bug) must not stop the others.
-                steps = (self.sweep, stats.flush, self.refresh_oauth, self.check_health, self.sweep_calls)
-                for step in steps:  # flush: lost attempts
+                steps = (
+                    self.sweep,
+                    stats.flush,  # lost attempts
+                    self.refresh_oauth,
+                    self.check_health,
+                    self.sweep_calls,
+                    idempotency.prune,  # idempotency keys past their TTL, a bounded batch
+                )
+                for step in steps:
                     failed |= not await self._step(step)
                 failed |= not await self._step(self.dispatch)
                 next_sweep = now + SWEEP_SECONDS

@@ -116,7 +116,16 @@ async def api_token(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     missing = sorted(needed - principal.scopes)
     if missing:
         raise PermissionDeniedException(f"The token lacks the scope {', '.join(missing)}.")
-    window = await tokens.charge_request(principal.token_id, auth["rate_limit_per_hour"])
+    await charge(connection, 1)
+
+
+async def charge(connection: ASGIConnection[Any, Any, Any, Any], amount: int) -> None:
+    """Count `amount` requests against the token's hourly limit; 429 once it is spent. The guard counts
+    every request once; a batch counts its other events with this too, so each event counts."""
+    principal = principal_of(connection)
+    auth = connection.scope.get("auth") or {}
+    assert principal.token_id is not None
+    window = await tokens.charge_request(principal.token_id, auth["rate_limit_per_hour"], amount)
     connection.scope.setdefault("state", {})["rate_limit"] = window
     if window.exceeded:
         raise TooManyRequests(

@@ -89,6 +89,13 @@ class OAuthSettings:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    idempotency_ttl_hours: int = 24
+    """How long an `Idempotency-Key` of `POST /api/v1/events` stands for its first event
+    (`INTIME_IDEMPOTENCY_TTL_HOURS`); an older key counts as new, and the scheduler prunes it."""
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str
     data_dir: Path
@@ -98,6 +105,7 @@ class Settings:
     security: SecuritySettings
     outbound: OutboundSettings
     oauth: OAuthSettings = OAuthSettings()
+    events: EventSettings = EventSettings()
 
     @property
     def is_production(self) -> bool:
@@ -260,6 +268,7 @@ def load_settings() -> Settings:
             refresh_margin_seconds=_int("INTIME_OAUTH_REFRESH_MARGIN", 600, 10, 86_400),
             sandbox_url=None if production else (_env("INTIME_SANDBOX_URL") or "http://127.0.0.1:8002").rstrip("/"),
         ),
+        events=EventSettings(idempotency_ttl_hours=_int("INTIME_IDEMPOTENCY_TTL_HOURS", 24, 1, 24 * 30)),
     )
 
 

@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from app.events.known import KNOWN_TYPES
 from app.events.tables import EventType
 
 CATALOG_FILE = Path(__file__).with_name("catalog.toml")
@@ -88,4 +89,5 @@ async def sync_catalog(catalog: Catalog | None = None) -> dict[str, int]:
         "UPDATE event_types SET deprecated = true WHERE NOT deprecated AND NOT (name = ANY({})) RETURNING name",
         sorted(catalog.names()),
     )
+    KNOWN_TYPES.forget()
     return {"types": len(catalog.types), "deprecated": len(retired)}

@@ -5,26 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
-
+from app.events import ingest, validation
+from app.events.ingest import Outcome
 from app.events.tables import Event, EventType
-
-MAX_PAYLOAD_BYTES = 256 * 1024
-
-
-class EventError(ValueError):
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-@dataclass(frozen=True)
-class PublishedEvent:
-    id: uuid.UUID
+from app.events.validation import EventError, EventIn  # EventError: callers catch it from here
 
 
 async def known_types() -> dict[str, dict]:
@@ -39,23 +26,6 @@ async def list_event_types(include_deprecated: bool = False) -> list[dict]:
     return await query
 
 
-JSON_KINDS = {
-    type(None): "null",
-    list: "an array",
-    str: "a string",
-    int: "a number",
-    float: "a number",
-    bool: "a boolean",
-}
-
-
-def _check_object(value: Any, field: str) -> dict:
-    if not isinstance(value, dict):
-        kind = JSON_KINDS.get(type(value), type(value).__name__)
-        raise EventError(f"{field} must be a JSON object, not {kind}.", field)
-    return value
-
-
 async def publish_in(conn, org_id: uuid.UUID, event_type: str, payload: dict[str, Any]) -> uuid.UUID:
     """Publish an event of the portal's own (a known type, a payload we built) in the caller's
     transaction, so it commits, or not, with the change it announces."""
@@ -64,42 +34,48 @@ async def publish_in(conn, org_id: uuid.UUID, event_type: str, payload: dict[str
     )
 
 
-async def publish(
+async def publish_one(
     org_id: uuid.UUID,
-    event_type: str,
+    event_type: Any,
     payload: Any,
     *,
-    aggregate_id: uuid.UUID | str | None = None,
+    aggregate_id: Any = None,
+    metadata: Any = None,
+    user_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
+) -> Outcome:
+    """Check one event, then publish it (or answer from its idempotency key); raises EventError."""
+    event = await validation.check(
+        event_type, payload, aggregate_id=aggregate_id, metadata=metadata, user_id=user_id, key=idempotency_key
+    )
+    (outcome,) = await ingest.publish_many(org_id, [event])
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome
+
+
+async def publish(
+    org_id: uuid.UUID,
+    event_type: Any,
+    payload: Any,
+    *,
+    aggregate_id: Any = None,
     metadata: Any = None,
     user_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """Check the input so the caller gets a field-level message, then call publish_event()."""
-    if not isinstance(event_type, str) or not event_type:
-        raise EventError("type is required, e.g. job.created.", "type")
-    if not await EventType.exists().where((EventType.name == event_type) & EventType.deprecated.eq(False)):
-        raise EventError(f"Unknown event type {event_type!r}; GET /api/v1/event-types lists the catalog.", "type")
-    body = json.dumps(_check_object(payload, "payload"))
-    if len(body) > MAX_PAYLOAD_BYTES:
-        raise EventError(f"payload is larger than {MAX_PAYLOAD_BYTES // 1024} KiB.", "payload")
-    meta = json.dumps(_check_object(metadata if metadata is not None else {}, "metadata"))
-    if aggregate_id is not None and not isinstance(aggregate_id, uuid.UUID):
-        try:
-            aggregate_id = uuid.UUID(str(aggregate_id))
-        except ValueError:
-            raise EventError(f"aggregate_id {aggregate_id!r} is not a UUID.", "aggregate_id") from None
-    try:
-        rows = await Event.raw(
-            "SELECT publish_event({}, {}, {}::jsonb, {}, {}::jsonb, {}) AS id",
-            event_type,
-            aggregate_id,
-            body,
-            user_id,
-            meta,
-            org_id,
-        )
-    except asyncpg.exceptions.InvalidParameterValueError as error:  # the SQL function's own checks
-        raise EventError(str(error).removeprefix("publish_event: "), "type") from None
-    return rows[0]["id"]
+    """Publish one event and return its id (the CLI's and tests' way in)."""
+    outcome = await publish_one(
+        org_id, event_type, payload, aggregate_id=aggregate_id, metadata=metadata, user_id=user_id
+    )
+    assert outcome.event_id is not None
+    return outcome.event_id
+
+
+async def publish_batch(org_id: uuid.UUID, items: list[EventIn | EventError]) -> list[Outcome]:
+    """Publish the checked items of a batch in one transaction; the refused ones keep their error."""
+    valid = [item for item in items if isinstance(item, EventIn)]
+    published = iter(await ingest.publish_many(org_id, valid))
+    return [next(published) if isinstance(item, EventIn) else Outcome(error=item) for item in items]
 
 
 async def recent_events(org_id: uuid.UUID, limit: int = 20) -> list[dict]:

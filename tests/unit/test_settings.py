@@ -31,6 +31,7 @@ def env(monkeypatch, tmp_path):
         "INTIME_OUTBOUND_ALLOW",
         "INTIME_PORT",
         "INTIME_ENV",
+        "INTIME_IDEMPOTENCY_TTL_HOURS",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("INTIME_DATA_DIR", str(tmp_path))
@@ -58,6 +59,12 @@ def test_production_with_everything_set_starts_with_secure_cookies_and_no_outbou
     assert settings.is_production
     assert settings.security.cookie_secure
     assert settings.outbound.allow == ()
+    assert settings.events.idempotency_ttl_hours == 24
+
+
+def test_idempotency_keys_live_as_long_as_configured(env):
+    env(PRODUCTION | {"INTIME_IDEMPOTENCY_TTL_HOURS": "48"})
+    assert load_settings().events.idempotency_ttl_hours == 48
 
 
 @pytest.mark.parametrize(
@@ -71,6 +78,7 @@ def test_production_with_everything_set_starts_with_secure_cookies_and_no_outbou
         ("DATABASE_URL", "mysql://db/x", "not a URL of scheme postgres"),
         ("INTIME_OUTBOUND_ALLOW", "10.0.0.0/33", "not an address or CIDR"),
         ("INTIME_ENV", "staging", "must be one of"),
+        ("INTIME_IDEMPOTENCY_TTL_HOURS", "0", "out of range"),
     ],
 )
 def test_malformed_setting_is_named_with_the_reason(env, name, value, expected):
