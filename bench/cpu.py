@@ -34,6 +34,11 @@ def tree(*processes: subprocess.Popen | int) -> Callable[[], list[psutil.Process
     return find
 
 
+def this_process() -> Callable[[], list[psutil.Process]]:
+    """The bench's own process alone (its children, the processes it measures, not counted)."""
+    return lambda: [psutil.Process()]
+
+
 def named(*names: str) -> Callable[[], list[psutil.Process]]:
     """Every process of this user with one of these names (the embedded servers and their backends)."""
 

@@ -19,11 +19,10 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from bench import plot
-from bench.common import ROOT, percentile
+from bench.common import ROOT, percentile, start_web
 from devtools.embedded import free_port
 
 RESULTS = ROOT / "bench" / "results"
@@ -93,20 +92,7 @@ async def pages_scenario(sizes: list[int], requests: int) -> list[dict]:
     )
     _, token = await tokens.create_token(org, "bench", "webhooks:read", rate_limit_per_hour=1_000_000)
     port = free_port()
-    web = subprocess.Popen(  # noqa: ASYNC220  (started once, before any measurement)
-        [
-            str(Path(sys.executable).parent / "uvicorn"),
-            "app.main:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=os.environ.copy(),
-    )
+    web = start_web(port)  # started once, before any measurement
     rows = []
     try:
         base = f"http://127.0.0.1:{port}"
@@ -187,6 +173,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 SCENARIOS = (
+    "ingest",
     "idle",
     "throughput",
     "scaleout",
@@ -203,7 +190,7 @@ SCENARIOS = (
 
 async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
     from app.core import db
-    from bench import engine_load, noisy, pipeline
+    from bench import engine_load, ingest, noisy, pipeline
 
     await db.open_pool(max_size=4)
     rows: list[dict] = []
@@ -217,6 +204,8 @@ async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
         if "baselines" in only:
             await run("baseline (a)", pipeline.baseline_asyncio(5 if quick else 30))
             await run("baseline (b)", pipeline.baseline_dramatiq(5 if quick else 30))
+        if "ingest" in only:
+            await run("ingest", ingest.ingest(10 if quick else 30))
         if "idle" in only:
             await run("idle", pipeline.idle(10 if quick else 30))
         if "throughput" in only:
@@ -253,6 +242,18 @@ def judge(rows: list[dict]) -> list[tuple[str, str, str]]:
     def add(target: str, figure: str, met: bool) -> None:
         verdicts.append((target, figure, "met" if met else "MISSED"))
 
+    if "ingest" in by:
+        single, batch = by["ingest"]["single"], by["ingest"]["batch"]
+        add(
+            "POST /events, 8 clients: ≥ 1,000 events/s, p99 ≤ 50 ms",
+            f"{single['events_per_s']:,}/s, p99 {single['p99_ms']} ms, web CPU {single['web_cpu_ms_per_request']} ms",
+            single["events_per_s"] >= 1000 and single["p99_ms"] <= 50 and single["errors"] == 0,
+        )
+        add(
+            "POST /events/batch of 500, 8 clients: ≥ 10,000 events/s",
+            f"{batch['events_per_s']:,}/s, p99 {batch['p99_ms']} ms per batch",
+            batch["events_per_s"] >= 10_000 and batch["errors"] == 0,
+        )
     if "throughput" in by:
         t = by["throughput"]
         add(
