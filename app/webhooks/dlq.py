@@ -98,9 +98,14 @@ DRAIN_BATCH = 1000
 async def drain_stopped(batch: int = DRAIN_BATCH) -> int:
     """Move up to `batch` deliveries waiting for disabled or deleted webhooks to the DLQ, in one short
     transaction; returns how many. The scheduler calls it until it moves fewer than a batch."""
+    moved = 0
     async with db.connection() as conn, conn.transaction():
-        done = await conn.execute(statements.DRAIN_STOPPED, batch)
-    return int(done.rsplit(" ", 1)[1])
+        for (webhook_id,) in await conn.fetch(statements.STOPPED_WITH_WAITING):
+            done = await conn.execute(statements.DRAIN_STOPPED, batch - moved, webhook_id)
+            moved += int(done.rsplit(" ", 1)[1])
+            if moved >= batch:
+                break
+    return moved
 
 
 async def announce_dead_letter(conn, org_id, webhook_id, delivery_id, event_type: str, reason: str) -> None:

@@ -221,20 +221,28 @@ COUNT_WAITING = (
 # Deliveries waiting for a webhook that will take none (disabled, deleted) go to the DLQ, one bounded
 # batch per transaction, so a webhook with 100k waiting holds no long lock and no request waits for
 # them. Test sends are left alone: they are allowed to a disabled webhook. The sweep runs this every
-# second, so the stopped webhooks are looked up first and their waiting rows read by the index of
-# waiting deliveries: written as a join, the planner chose to scan the whole table whenever its
-# statistics counted many waiting rows (under load), and the drain ran for 90 s a sweep in the bench.
+# second, so each step reads the index of waiting deliveries by one webhook: first which stopped
+# webhooks still have something waiting, then one webhook's next batch. Written as one join, the
+# planner scanned the whole table whenever its statistics counted many waiting rows (under load).
+# The batch is a CTE, evaluated once: as an `IN (... LIMIT)` subquery a nested-loop plan may run it
+# again and move more than the batch.
+STOPPED_WITH_WAITING = """
+SELECT s.id FROM webhooks s
+WHERE (NOT s.enabled OR s.deleted_at IS NOT NULL)
+  AND EXISTS (SELECT 1 FROM webhook_deliveries waiting WHERE waiting.webhook_id = s.id
+              AND waiting.status IN ('pending', 'failed') AND waiting.next_trigger <> 'test')
+"""
 DRAIN_STOPPED = """
+WITH batch AS MATERIALIZED (
+    SELECT waiting.id FROM webhook_deliveries waiting
+    WHERE waiting.webhook_id = $2 AND waiting.status IN ('pending', 'failed') AND waiting.next_trigger <> 'test'
+    LIMIT $1 FOR UPDATE OF waiting SKIP LOCKED
+)
 UPDATE webhook_deliveries d SET status = 'dlq',
     dlq_reason = CASE WHEN w.deleted_at IS NOT NULL THEN 'webhook_deleted' ELSE 'webhook_disabled' END,
     dlq_at = now(), next_attempt_at = NULL, lease_expires_at = NULL, updated_at = now()
-FROM webhooks w
-WHERE w.id = d.webhook_id AND d.id IN (
-    SELECT waiting.id FROM webhook_deliveries waiting
-    WHERE waiting.webhook_id = ANY(ARRAY(SELECT id FROM webhooks WHERE NOT enabled OR deleted_at IS NOT NULL))
-      AND waiting.status IN ('pending', 'failed') AND waiting.next_trigger <> 'test'
-    LIMIT $1 FOR UPDATE OF waiting SKIP LOCKED
-)
+FROM batch, webhooks w
+WHERE d.id = batch.id AND w.id = $2
 """
 
 # --- dlq -> cleared (kept for audit) ------------------------------------------------------------------
