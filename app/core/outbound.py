@@ -132,6 +132,13 @@ def make_client(
 _shared: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
 
 
+def _shared_transport() -> _GuardedTransport:
+    """The guarded transport under the process's client: both request paths go through its pool."""
+    transport = shared_client()._transport
+    assert isinstance(transport, _GuardedTransport)
+    return transport
+
+
 def shared_client() -> httpx.AsyncClient:
     """The process's client (settings' allow-list), made on first use; one pool per worker process."""
     global _shared
@@ -161,8 +168,7 @@ async def post(url: str, content: bytes, headers: dict[str, str], timeout_second
     parser above aiohttp measured at about a seventh of a busy worker's CPU. Errors are aiohttp's own
     (or OSError, TimeoutError, OutboundRefused): `classify_error` names them.
     """
-    transport = shared_client()._transport
-    assert isinstance(transport, _GuardedTransport)
+    transport = _shared_transport()
     session = transport.session()
     target = yarl.URL(url)  # parsed once here, and aiohttp takes it as parsed
     await transport.check_literal(target.raw_host or "", target.port or 0)
@@ -201,13 +207,15 @@ def _joined(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
 async def request(
     method: str, url: str, content: bytes | None, headers: dict[str, str], timeout_seconds: float
 ) -> httpx.Response:
-    """Any request the way `post` sends it: guarded, pooled, no cookies kept between callers (every
-    organisation shares the pool). Read the body (`aread` or `aiter_bytes`), then `aclose`."""
-    client = shared_client()
+    """Any request through the same guarded pool as `post`, as an httpx response (health checks and
+    provider calls): no cookies kept between callers (every organisation shares the pool). It hands
+    the request straight to the transport: httpx's client layer above it (URL merging, cookies, auth
+    and redirect machinery, none of which these want) measured at about half a busy worker's CPU per
+    request. Read the body (`aread` or `aiter_bytes`), then `aclose`."""
     outgoing = httpx.Request(
         method, url, content=content, headers=headers, extensions={"timeout": httpx.Timeout(timeout_seconds).as_dict()}
     )
-    response = await client._transport.handle_async_request(outgoing)  # the client layer skipped: see post()
+    response = await _shared_transport().handle_async_request(outgoing)
     response.request = outgoing
     return response
 
