@@ -173,6 +173,12 @@ async def test_test_send_and_replay_add_attempts_to_the_same_delivery(api, recei
     delivery_id = response.json()["delivery_id"]
     (first,) = await receiver.wait_for(1)
     assert json.loads(first.body)["type"] == "webhook.test"
+
+    async def recorded():  # the receiver has the request before the worker has written its answer
+        found = (await api.get(f"/deliveries/{delivery_id}")).json()
+        return found if found["status"] == "success" else None
+
+    await wait_until(recorded)
     assert (await api.post(f"/deliveries/{delivery_id}/replay")).status_code == 202
     _, second = await receiver.wait_for(2)
     assert second.headers["webhook-id"] == first.headers["webhook-id"] == delivery_id

@@ -7,6 +7,14 @@ WHERE clause states what the delivery must still be for the transition to apply.
 are fenced by the attempt number the claim returned (`attempt_count = $n`): a worker that outlived
 its lease cannot overwrite what the sweep or another worker decided since.
 
+Statements that name their deliveries by id write that fence as `(...) IS TRUE`. The meaning is the
+same (a NULL fails either way), but PostgreSQL cannot then prove a partial index of states (waiting,
+handed over, held, leased) usable for them, so it finds the rows by primary key alone. Otherwise it
+trusts those indexes' statistics, which under churn say "nearly empty" while they hold thousands of
+entries (most of them dead), and scans a whole one beside or instead of the key: measured in the
+scale-out bench as ~10,000 index entries read per claim and half again PostgreSQL's CPU per delivery
+(tests/test_query_plans.py).
+
 Modelled on procrastinate's `sql/queries.sql`: the engine's modules say when a transition happens,
 this one says what it does.
 """
@@ -58,15 +66,19 @@ WHY_NOT_REPLAYED = (
 # --- held -> handed over (dispatch.py) -----------------------------------------------------------------
 
 # Webhooks with held deliveries due by the database's clock, in id order after $1, $2 at most: a skip
-# scan of the held-by-webhook index (one probe per webhook, however many deliveries each holds).
+# scan of the held-by-webhook index (one probe per webhook, however many deliveries each holds). That
+# index's predicate is the `(...) IS TRUE` form written here and in LOCK_HELD, and only a query that
+# states it can use it; the index of all held deliveries by due time (NEXT_HELD_DUE_IN's, plain form)
+# cannot stand in, which the planner otherwise chose after an ANALYZE, reading every webhook's backlog.
 DUE_WEBHOOKS = """
 WITH RECURSIVE due(webhook_id) AS (
     (SELECT webhook_id FROM webhook_deliveries
-     WHERE status IN ('pending', 'failed') AND message_id IS NULL AND next_attempt_at <= now() AND webhook_id > $1
+     WHERE (status IN ('pending', 'failed') AND message_id IS NULL) IS TRUE AND next_attempt_at <= now()
+       AND webhook_id > $1
      ORDER BY webhook_id LIMIT 1)
     UNION ALL
     SELECT (SELECT d.webhook_id FROM webhook_deliveries d
-            WHERE d.status IN ('pending', 'failed') AND d.message_id IS NULL AND d.next_attempt_at <= now()
+            WHERE (d.status IN ('pending', 'failed') AND d.message_id IS NULL) IS TRUE AND d.next_attempt_at <= now()
               AND d.webhook_id > due.webhook_id ORDER BY d.webhook_id LIMIT 1)
     FROM due WHERE due.webhook_id IS NOT NULL
 )
@@ -84,7 +96,7 @@ SELECT h.id, h.webhook_id FROM unnest($1::uuid[], $2::int[]) AS f(webhook_id, n)
 JOIN webhooks w ON w.id = f.webhook_id AND w.enabled AND w.deleted_at IS NULL
 CROSS JOIN LATERAL (
     SELECT d.id, d.webhook_id FROM webhook_deliveries d
-    WHERE d.webhook_id = f.webhook_id AND d.status IN ('pending', 'failed') AND d.message_id IS NULL
+    WHERE d.webhook_id = f.webhook_id AND (d.status IN ('pending', 'failed') AND d.message_id IS NULL) IS TRUE
       AND d.next_attempt_at <= now()
     ORDER BY d.next_attempt_at LIMIT f.n FOR UPDATE OF d SKIP LOCKED
 ) h
@@ -109,7 +121,7 @@ WITH claimed AS (
         lease_expires_at = now() + make_interval(secs => w.timeout_seconds + $2)
     FROM webhooks w
     WHERE d.id = ANY($1::uuid[]) AND w.id = d.webhook_id
-      AND d.status IN ('pending', 'failed') AND d.message_id = $3::uuid
+      AND (d.status IN ('pending', 'failed') AND d.message_id = $3::uuid) IS TRUE
     RETURNING d.id, d.org_id, d.webhook_id, d.event_id, d.event_type, d.attempt_count, d.attempts_base,
               d.next_trigger, w.url, w.secret, w.previous_secret, w.previous_secret_expires_at, w.headers,
               w.timeout_seconds, w.enabled, w.deleted_at
@@ -140,7 +152,7 @@ UPDATE webhook_deliveries d SET status = 'success', completed_at = now(), update
     lease_expires_at = NULL, next_attempt_at = NULL, last_status_code = u.status, last_error = NULL,
     next_trigger = 'scheduled'
 FROM unnest($2::uuid[], $3::int[], $9::int[]) AS u(id, n, status)
-WHERE d.id = u.id AND d.status = 'processing' AND d.attempt_count = u.n
+WHERE d.id = u.id AND (d.status = 'processing' AND d.attempt_count = u.n) IS TRUE
 """
 
 # --- processing -> (decision pending) after a failed attempt ---------------------------------------------
@@ -155,7 +167,7 @@ INSERT_ATTEMPT = (
 # The last answer is shown on the delivery; RETURNING tells the worker whether the claim is still its own.
 NOTE_FAILED_ANSWER = (
     "UPDATE webhook_deliveries SET last_status_code = $3, last_error = $4 "
-    "WHERE id = $1 AND status = 'processing' AND attempt_count = $2 RETURNING id"
+    "WHERE id = $1 AND (status = 'processing' AND attempt_count = $2) IS TRUE RETURNING id"
 )
 
 # What the retry decision needs of a delivery and its webhook.
@@ -166,7 +178,7 @@ DECISION_COLUMNS = (
 # The backoff middleware decides only while the claim numbered $2 is still the current one.
 LOCK_FOR_DECISION = (
     f"SELECT {DECISION_COLUMNS} FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "  # noqa: S608
-    "WHERE d.id = $1 AND d.status = 'processing' AND d.attempt_count = $2 FOR UPDATE OF d"
+    "WHERE d.id = $1 AND (d.status = 'processing' AND d.attempt_count = $2) IS TRUE FOR UPDATE OF d"
 )
 # The organisation's default policy (retry_config.org_policy_in), also read inside the decision's transaction.
 ORG_POLICY = "SELECT strategy, base_delay_ms, max_delay_ms, max_retries, jitter FROM retry_policies WHERE org_id = $1"
@@ -190,7 +202,7 @@ TO_DLQ = (
     "UPDATE webhook_deliveries SET status = 'dlq', dlq_reason = $2, dlq_at = now(), updated_at = now(), "
     "lease_expires_at = NULL, next_attempt_at = NULL, cleared_at = NULL, cleared_by = NULL, "
     "attempt_count = attempt_count - $3 "
-    "WHERE id = $1 AND ($4::int IS NULL OR (status = 'processing' AND attempt_count = $4)) RETURNING id"
+    "WHERE id = $1 AND ($4::int IS NULL OR (status = 'processing' AND attempt_count = $4)) IS TRUE RETURNING id"
 )
 # An organisation's delivery rules (delivery_settings.py); no row: the defaults.
 DELIVERY_RULES = "SELECT count_payload_rejections, max_in_flight FROM delivery_settings WHERE org_id = $1"
@@ -249,13 +261,13 @@ WHERE d.id = batch.id AND w.id = $2
 
 CLEAR_ONE = (
     "UPDATE webhook_deliveries SET cleared_at = now(), cleared_by = $3, updated_at = now() "
-    "WHERE id = $1 AND org_id = $2 AND status = 'dlq' AND cleared_at IS NULL RETURNING id"
+    "WHERE id = $1 AND org_id = $2 AND (status = 'dlq' AND cleared_at IS NULL) IS TRUE RETURNING id"
 )
 DELIVERY_STATUS = "SELECT status FROM webhook_deliveries WHERE id = $1 AND org_id = $2"
 # The bulk job's batch: the organisation is already fixed by the job's own filter.
 CLEAR_MANY = (
     "UPDATE webhook_deliveries SET cleared_at = now(), cleared_by = $2, updated_at = now() "
-    "WHERE id = ANY($1) AND status = 'dlq' AND cleared_at IS NULL RETURNING id"
+    "WHERE id = ANY($1) AND (status = 'dlq' AND cleared_at IS NULL) IS TRUE RETURNING id"
 )
 
 # --- what a lost message or a dead worker left behind (the sweep) --------------------------------------
