@@ -169,10 +169,11 @@ async def db_pool() -> AsyncIterator[None]:
     if not _PREPARED:  # a run of unit tests only: no servers
         yield
         return
-    from app.core import db
+    from app.core import db, outbound
 
     await db.open_pool(max_size=5)
     yield
+    await outbound.close_shared_client()  # as the worker does at shutdown: its sockets close cleanly
     await db.close_pool()
 
 
