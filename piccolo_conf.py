@@ -13,5 +13,6 @@ APP_REGISTRY = AppRegistry(
         "app.webhooks.piccolo_app",
         "app.oauth.piccolo_app",
         "app.integrations.piccolo_app",
+        "app.lifecycle.piccolo_app",
     ]
 )

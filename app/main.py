@@ -23,6 +23,8 @@ from app.core.templating import template_config
 from app.events.controllers import CatalogPage, EventsApi
 from app.integrations import api as integrations_api
 from app.integrations import pages as integrations_pages
+from app.lifecycle import api as lifecycle_api
+from app.lifecycle import pages as lifecycle_pages
 from app.oauth import api as oauth_api
 from app.oauth import pages as oauth_pages
 from app.portal.controllers import PortalController, healthz, root
@@ -58,13 +60,20 @@ def create_app() -> Litestar:
             *webhooks_pages.ROUTES,
             *oauth_pages.ROUTES,
             *integrations_pages.ROUTES,
+            *lifecycle_pages.ROUTES,
         ],
         include_in_schema=False,
     )
     api = Router(
         path=API_PREFIX,
         guards=[api_token],
-        route_handlers=[EventsApi, *webhooks_api.ROUTES, *oauth_api.ROUTES, *integrations_api.ROUTES],
+        route_handlers=[
+            EventsApi,
+            *webhooks_api.ROUTES,
+            *oauth_api.ROUTES,
+            *integrations_api.ROUTES,
+            *lifecycle_api.ROUTES,
+        ],
         security=[{"BearerToken": []}],
     )
     return Litestar(

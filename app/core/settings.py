@@ -95,6 +95,34 @@ class EventSettings:
     (`INTIME_IDEMPOTENCY_TTL_HOURS`); an older key counts as new, and the scheduler prunes it."""
 
 
+# Kind of record -> (default, cap), in seconds. The environment may set both per kind: the default
+# with `INTIME_RETENTION_<KIND>`, the cap (how long an organisation may ask to keep them) with
+# `INTIME_RETENTION_<KIND>_MAX`, each a duration such as `30d`, `12h`, `2m` or `90s`.
+DAY = 86_400
+RETENTION_DEFAULTS: dict[str, tuple[int, int]] = {
+    "deliveries": (30 * DAY, 90 * DAY),
+    "bodies": (7 * DAY, 30 * DAY),
+    "events": (30 * DAY, 90 * DAY),
+    "health_checks": (7 * DAY, 30 * DAY),
+    "summaries": (90 * DAY, 365 * DAY),
+    "jobs": (30 * DAY, 90 * DAY),
+    "cleared_dlq": (30 * DAY, 90 * DAY),
+    "audit": (365 * DAY, 3 * 365 * DAY),
+}
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    defaults: dict[str, int] = field(default_factory=lambda: {k: v[0] for k, v in RETENTION_DEFAULTS.items()})
+    """Seconds each kind of record is kept when the organisation has not chosen (`INTIME_RETENTION_<KIND>`)."""
+    caps: dict[str, int] = field(default_factory=lambda: {k: v[1] for k, v in RETENTION_DEFAULTS.items()})
+    """The longest an organisation may keep each kind (`INTIME_RETENTION_<KIND>_MAX`)."""
+    batch: int = 2000
+    """Rows one pruning statement removes at most (`INTIME_PRUNE_BATCH`): the bound on its locks."""
+    interval_seconds: float = 5.0
+    """Pause between pruning passes when the last one found nothing more (`INTIME_PRUNE_INTERVAL_SECONDS`)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     env: str
@@ -106,6 +134,7 @@ class Settings:
     outbound: OutboundSettings
     oauth: OAuthSettings = OAuthSettings()
     events: EventSettings = EventSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @property
     def is_production(self) -> bool:
@@ -128,6 +157,40 @@ def _int(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is out of range ({low}..{high})")
     return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY}
+
+
+def parse_duration(raw: str, name: str) -> int:
+    """`30d`, `12h`, `2m`, `90s` (or bare seconds) -> seconds, at least one."""
+    text = raw.strip().lower()
+    unit = _UNITS.get(text[-1:], None)
+    number = text[:-1] if unit else text
+    if not number.isdigit() or len(number) > 9:
+        raise SettingsError(f"{name}={raw!r} is not a duration such as 30d, 12h, 2m or 90s")
+    seconds = int(number) * (unit or 1)
+    if seconds < 1:
+        raise SettingsError(f"{name}={raw!r} must be at least one second")
+    return seconds
+
+
+def _retention() -> RetentionSettings:
+    defaults, caps = {}, {}
+    for kind, (default, cap) in RETENTION_DEFAULTS.items():
+        name = f"INTIME_RETENTION_{kind.upper()}"
+        raw_default, raw_cap = _env(name), _env(name + "_MAX")
+        defaults[kind] = parse_duration(raw_default, name) if raw_default else default
+        caps[kind] = parse_duration(raw_cap, name + "_MAX") if raw_cap else max(cap, defaults[kind])
+        if defaults[kind] > caps[kind]:
+            raise SettingsError(f"{name} ({raw_default}) is longer than its cap {name}_MAX ({raw_cap})")
+    raw_interval = _env("INTIME_PRUNE_INTERVAL_SECONDS")
+    return RetentionSettings(
+        defaults=defaults,
+        caps=caps,
+        batch=_int("INTIME_PRUNE_BATCH", 2000, 10, 50_000),
+        interval_seconds=parse_duration(raw_interval, "INTIME_PRUNE_INTERVAL_SECONDS") if raw_interval else 5.0,
+    )
 
 
 def parse_encryption_keys(raw: str, name: str = "INTIME_ENCRYPTION_KEYS") -> tuple[bytes, ...]:
@@ -269,6 +332,7 @@ def load_settings() -> Settings:
             sandbox_url=None if production else (_env("INTIME_SANDBOX_URL") or "http://127.0.0.1:8002").rstrip("/"),
         ),
         events=EventSettings(idempotency_ttl_hours=_int("INTIME_IDEMPOTENCY_TTL_HOURS", 24, 1, 24 * 30)),
+        retention=_retention(),
     )
 
 

@@ -1,0 +1,5 @@
+"""The JSON API of the data lifecycle: erasure of an event's payload."""
+
+from __future__ import annotations
+
+ROUTES: list = []
