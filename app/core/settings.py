@@ -165,7 +165,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY}
 def parse_duration(raw: str, name: str) -> int:
     """`30d`, `12h`, `2m`, `90s` (or bare seconds) -> seconds, at least one."""
     text = raw.strip().lower()
-    unit = _UNITS.get(text[-1:], None)
+    unit = _UNITS.get(text[-1:])
     number = text[:-1] if unit else text
     if not number.isdigit() or len(number) > 9:
         raise SettingsError(f"{name}={raw!r} is not a duration such as 30d, 12h, 2m or 90s")
