@@ -125,6 +125,14 @@ async def keys_rotate(_: argparse.Namespace) -> str:
     return json.dumps(done)
 
 
+async def prune(args: argparse.Namespace) -> str:
+    """One pruning pass now (or, with --dry-run, what it would remove); the scheduler prunes on its own."""
+    from app.lifecycle import prune as pruner
+
+    report = await (pruner.would_remove() if args.dry_run else pruner.run_pass())
+    return json.dumps(report, indent=2)
+
+
 # --- parser -------------------------------------------------------------------------------------------
 
 
@@ -177,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = stats_parser.add_parser("rebuild", help="recompute a webhook's hourly stats from its attempts")
     p.add_argument("--webhook", required=True)
     p.set_defaults(run=stats_rebuild)
+
+    p = sub.add_parser("prune", help="remove what is past its retention now (one pass); prints what went")
+    p.add_argument("--dry-run", action="store_true", help="print what would go, remove nothing")
+    p.set_defaults(run=prune)
 
     return parser
 

@@ -22,6 +22,7 @@ from app.core.settings import get_settings
 from app.events import idempotency
 from app.integrations import call_sweep, calls
 from app.integrations import health as integration_health
+from app.lifecycle import prune
 from app.oauth import refresh as oauth_refresh
 from app.webhooks import dispatch, dlq, fanout, schedule, stats
 
@@ -37,8 +38,9 @@ DRAIN_SECONDS_PER_SWEEP = 0.1
 
 
 class Scheduler:
-    def __init__(self, sweep_grace: timedelta = schedule.SWEEP_GRACE) -> None:
+    def __init__(self, sweep_grace: timedelta = schedule.SWEEP_GRACE, *, prunes: bool = True) -> None:
         self.sweep_grace = sweep_grace
+        self.prunes = prunes  # tests that run the pruner's passes themselves turn it off
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
         self.listener: asyncpg.Connection | None = None
@@ -121,8 +123,22 @@ class Scheduler:
             log.info("%d deliveries' workers stopped mid-send; their attempts are decided", len(swept.expired_leases))
         return len(swept.lost_messages) + len(swept.expired_leases)
 
+    async def _prune(self) -> None:
+        """Prune continuously, beside the loop (a pass never delays fan-out or dispatch): a pass removes
+        everything past its retention in bounded batches, then waits `INTIME_PRUNE_INTERVAL_SECONDS`."""
+        while not self.stopping.is_set():
+            try:
+                report = await prune.run_pass()
+                if any(value for key, value in report.items() if key != "seconds"):
+                    log.info("pruned %s", report)
+            except Exception:
+                log.exception("pruning pass failed; the next pass retries")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=get_settings().retention.interval_seconds)
+
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen())
+        pruner = asyncio.create_task(self._prune()) if self.prunes else None
         loop = asyncio.get_running_loop()
         next_sweep = next_beat = 0.0
         while not self.stopping.is_set():
@@ -158,6 +174,8 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=pause)
         await listener
+        if pruner is not None:
+            await pruner
 
     @staticmethod
     async def _step(step) -> bool:

@@ -308,7 +308,9 @@ async def scheduler():
 
     from tasks.scheduler import Scheduler
 
-    instance = Scheduler(sweep_grace=timedelta(seconds=1))
+    # Pruning off: the tests of the pruner run its passes themselves (tests/test_prune.py), and one
+    # scheduler with it on (test_the_scheduler_prunes_on_its_own) shows that the loop does too.
+    instance = Scheduler(sweep_grace=timedelta(seconds=1), prunes=False)
     task = asyncio.create_task(instance.run())
     yield instance
     instance.stopping.set()

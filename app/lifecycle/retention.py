@@ -100,7 +100,8 @@ class Retention:
         return self.caps[kind] // DAY
 
 
-def _empty() -> Retention:
+def default_retention() -> Retention:
+    """The installation's defaults and caps, for an organisation that chose nothing."""
     settings = get_settings().retention
     return Retention(chosen=dict.fromkeys(NAMES), defaults=dict(settings.defaults), caps=dict(settings.caps))
 
@@ -108,7 +109,7 @@ def _empty() -> Retention:
 async def for_org(org_id: uuid.UUID) -> Retention:
     async with db.connection() as conn:
         row = await conn.fetchrow(f"SELECT {COLUMNS} FROM retention_settings WHERE org_id = $1", org_id)  # noqa: S608
-    base = _empty()
+    base = default_retention()
     if row is None:
         return base
     return Retention(chosen={name: row[f"{name}_days"] for name in NAMES}, defaults=base.defaults, caps=base.caps)
@@ -116,7 +117,7 @@ async def for_org(org_id: uuid.UUID) -> Retention:
 
 def parse(form: Mapping[str, str]) -> dict[str, int | None]:
     """Whole days per kind from a form or JSON body (blank or null: the installation's default)."""
-    base, errors, chosen = _empty(), {}, {}
+    base, errors, chosen = default_retention(), {}, {}
     for name in NAMES:
         raw = form.get(name)
         text = "" if raw is None else str(raw).strip()

@@ -5,6 +5,9 @@
 - `prune_state`: per kind, when the pruner last ran and what it removed (the retention page shows it).
 - `prune_marks`: per webhook, up to which delivery creation time the bodies of its attempts are
   already removed, so the body pass never reads a row twice.
+- `dlq_notices`: per organisation, each announcement (`webhook.dlq.expiring`) of uncleared DLQ items
+  that reach their retention soon: up to which dead-lettering time it covered, and when it went out.
+  No item is removed less than a day after it was announced.
 - `health_check_hours`: hourly summaries of health checks, kept longer than the checks themselves.
 - `erasures`: the audit trail of payload erasures.
 - `events.erased_at`, `delivery_attempts.body_removed` ('retention' | 'erasure'): what was removed
@@ -49,6 +52,12 @@ FORWARDS = [
     """CREATE TABLE IF NOT EXISTS prune_marks (
         webhook_id uuid PRIMARY KEY REFERENCES webhooks(id) ON DELETE CASCADE,
         bodies_through timestamptz NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS dlq_notices (
+        org_id uuid NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+        through timestamptz NOT NULL,
+        announced_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (org_id, through)
     )""",
     """CREATE TABLE IF NOT EXISTS health_check_hours (
         provider_id uuid NOT NULL REFERENCES integration_providers(id) ON DELETE CASCADE,
@@ -100,6 +109,7 @@ BACKWARDS = [
     "ALTER TABLE events DROP COLUMN IF EXISTS erased_at",
     "DROP TABLE IF EXISTS erasures",
     "DROP TABLE IF EXISTS health_check_hours",
+    "DROP TABLE IF EXISTS dlq_notices",
     "DROP TABLE IF EXISTS prune_marks",
     "DROP TABLE IF EXISTS prune_state",
     "DROP TABLE IF EXISTS retention_settings",
