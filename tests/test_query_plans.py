@@ -13,6 +13,7 @@ on that database.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -122,7 +123,11 @@ async def test_per_delivery_statements_read_only_the_primary_key(name, sql, args
     their deliveries by id must find them by id alone, whatever the state indexes' statistics say."""
     plan = await _plan_with_stale_state_indexes(sql, *args)
     used = {line.split(" using ")[1].split()[0] for line in plan.splitlines() if " using webhook_deliveries" in line}
-    bitmaps = {line.split(" on ")[1].split()[0] for line in plan.splitlines() if "Bitmap Index Scan on webhook_deliveries" in line}
+    bitmaps = {
+        line.split(" on ")[1].split()[0]
+        for line in plan.splitlines()
+        if "Bitmap Index Scan on webhook_deliveries" in line
+    }
     assert used | bitmaps <= {"webhook_deliveries_pkey"}, f"{name}: reads {used | bitmaps}\n{plan}"
 
 
@@ -167,3 +172,74 @@ async def test_dispatch_reads_each_webhooks_due_deliveries_from_its_own_index():
     for name, plan in plans.items():
         assert "webhook_deliveries_held_by_webhook_idx" in plan, f"{name}\n{plan}"
         assert "webhook_deliveries_held_idx" not in plan, f"{name}\n{plan}"
+
+
+async def test_the_pruner_and_the_dlq_page_read_the_indexes_made_for_them():
+    """Issue 15: each pruning statement reads an index leading with the organisation (or webhook) it
+    prunes for, and the DLQ page reads the DLQ index, which holds only uncleared items; none scans the
+    table, whose size is what retention bounds."""
+    from app.lifecycle import prune
+    from app.webhooks import queries
+    from app.webhooks.dlq import DlqFilter
+
+    async with db.connection() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            org = await conn.fetchval(
+                "INSERT INTO organizations (slug, name) VALUES ($1, 'plans') RETURNING id", f"plans-{uuid.uuid4()}"
+            )
+            others = [
+                await conn.fetchval(
+                    "INSERT INTO organizations (slug, name) VALUES ($1, 'other') RETURNING id", f"other-{uuid.uuid4()}"
+                )
+                for _ in range(20)
+            ]
+            hook = await conn.fetchval(
+                "INSERT INTO webhooks (org_id, name, url) VALUES ($1, 'h', 'http://127.0.0.1:9/') RETURNING id", org
+            )
+            await conn.execute(
+                "WITH e AS (INSERT INTO events (org_id, event_type, created_at, fanned_out_at) "
+                "SELECT ($2::uuid[])[1 + g % 21], 'job.created', now() - g * interval '1 minute', now() "
+                "FROM generate_series(1, 50000) g RETURNING id, org_id, created_at) "
+                "INSERT INTO webhook_deliveries (org_id, webhook_id, event_id, event_type, status, created_at, dlq_at, "
+                "cleared_at) SELECT $1, $3, e.id, 'job.created', s.status, e.created_at, "
+                "CASE WHEN s.status = 'dlq' THEN e.created_at END, "
+                "CASE WHEN s.status = 'dlq' AND random() < 0.5 THEN e.created_at END "
+                "FROM e CROSS JOIN LATERAL (SELECT CASE WHEN random() < 0.1 THEN 'dlq' ELSE 'success' END AS status) s "
+                "WHERE e.org_id = $1",
+                org,
+                [org, *others],
+                hook,
+            )
+            await conn.execute("ANALYZE webhook_deliveries; ANALYZE events")
+            where, args = DlqFilter().where(org)
+            dlq_page = (
+                f"SELECT {queries.DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "  # noqa: S608
+                f"WHERE {where} ORDER BY d.dlq_at DESC, d.id DESC LIMIT 51"
+            )
+            cases = [
+                ("the DLQ page", dlq_page, args, "webhook_deliveries_dlq_idx"),
+                (
+                    "succeeded deliveries",
+                    prune.SUCCEEDED.delete,
+                    [hook, 86400.0, 2000],
+                    "webhook_deliveries_history_idx",
+                ),
+                ("cleared DLQ items", prune.CLEARED.delete, [org, 86400.0, 2000], "webhook_deliveries_cleared_idx"),
+                (
+                    "announced DLQ items",
+                    prune.EXPIRED_DLQ.delete,
+                    [org, 86400.0, 2000, datetime.now(UTC)],
+                    "webhook_deliveries_dlq_idx",
+                ),
+                ("events", prune.EVENTS.delete, [org, 86400.0, 2000], "events_org_created_idx"),
+            ]
+            plans = {}
+            for name, sql, sql_args, _ in cases:
+                plans[name] = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {sql}", *sql_args))
+        finally:
+            await tx.rollback()
+    for name, _, _, index in cases:
+        assert index in plans[name], f"{name}: not read from {index}\n{plans[name]}"
+        assert "Seq Scan on webhook_deliveries" not in plans[name], f"{name}\n{plans[name]}"

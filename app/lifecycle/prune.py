@@ -48,7 +48,10 @@ _AGE = "now() - make_interval(secs => $2::float8)"
 @dataclass(frozen=True)
 class Removal:
     """A bounded removal: the rows of `source` matching `where`, oldest first by `order`, a batch at a
-    time, locked with SKIP LOCKED. `returning` and `then` let a removal carry its rows on (summaries)."""
+    time, locked with SKIP LOCKED. `returning` and `then` let a removal carry its rows on (summaries).
+
+    The batch is taken first as an array (`= ANY(ARRAY(...))`), so the DELETE finds its rows by key;
+    as `IN (subquery)` the planner may join it to the whole table instead (tests/test_query_plans.py)."""
 
     source: str  # the table and its alias
     key: str  # what names a row (id or ctid)
@@ -66,7 +69,8 @@ class Removal:
         table = self.source.split()[0]
         lock = f"FOR UPDATE OF {alias} SKIP LOCKED"
         return (
-            f"WITH gone AS (DELETE FROM {table} WHERE {self.key.split('.')[-1]} IN ({self._select('$3', lock)}) "  # noqa: S608
+            f"WITH gone AS (DELETE FROM {table} "  # noqa: S608
+            f"WHERE {self.key.split('.')[-1]} = ANY(ARRAY({self._select('$3', lock)})) "
             f"RETURNING {self.returning}){self.then} SELECT count(*) FROM gone"
         )
 
@@ -102,7 +106,9 @@ EVENTS = Removal(
     "events e",
     "e.id",
     f"e.org_id = $1 AND e.created_at < {_AGE} AND e.fanned_out_at IS NOT NULL "  # noqa: S608
-    "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id)",
+    # Asked per candidate through the event index: as NOT EXISTS the planner may hash the whole
+    # deliveries table against the batch instead (an anti-join; tests/test_query_plans.py).
+    "AND (SELECT d.id FROM webhook_deliveries d WHERE d.event_id = e.id LIMIT 1) IS NULL",
     "e.created_at",
 )
 # Health checks go into their hour's summary as they go.
