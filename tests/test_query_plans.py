@@ -178,7 +178,7 @@ async def test_the_pruner_and_the_dlq_page_read_the_indexes_made_for_them():
     """Issue 15: each pruning statement reads an index leading with the organisation (or webhook) it
     prunes for, and the DLQ page reads the DLQ index, which holds only uncleared items; none scans the
     table, whose size is what retention bounds."""
-    from app.lifecycle import prune
+    from app.lifecycle import removals
     from app.webhooks import queries
     from app.webhooks.dlq import DlqFilter
 
@@ -222,18 +222,18 @@ async def test_the_pruner_and_the_dlq_page_read_the_indexes_made_for_them():
                 ("the DLQ page", dlq_page, args, "webhook_deliveries_dlq_idx"),
                 (
                     "succeeded deliveries",
-                    prune.SUCCEEDED.delete,
+                    removals.SUCCEEDED.delete,
                     [hook, 86400.0, 2000],
                     "webhook_deliveries_history_idx",
                 ),
-                ("cleared DLQ items", prune.CLEARED.delete, [org, 86400.0, 2000], "webhook_deliveries_cleared_idx"),
+                ("cleared DLQ items", removals.CLEARED.delete, [org, 86400.0, 2000], "webhook_deliveries_cleared_idx"),
                 (
                     "announced DLQ items",
-                    prune.EXPIRED_DLQ.delete,
+                    removals.EXPIRED_DLQ.delete,
                     [org, 86400.0, 2000, datetime.now(UTC)],
                     "webhook_deliveries_dlq_idx",
                 ),
-                ("events", prune.EVENTS.delete, [org, 86400.0, 2000], "events_org_created_idx"),
+                ("events", removals.EVENTS.delete, [org, 86400.0, 2000], "events_org_created_idx"),
             ]
             plans = {}
             for name, sql, sql_args, _ in cases:
