@@ -253,3 +253,18 @@ async def test_the_scheduler_prunes_on_its_own(api, receiver, monkeypatch):
         instance.stopping.set()
         instance.wake.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_finished_background_calls_go_with_the_deliveries_and_unfinished_ones_stay(factory):
+    org = await factory.org()
+    integration = await factory.integration(org.id)
+    async with db.connection() as conn:
+        await conn.execute(
+            "INSERT INTO integration_calls (id, call_id, org_id, integration_id, operation, payload, status, "
+            "created_at) SELECT gen_random_uuid(), 'c-' || s, $1, $2, 'send', '{}'::jsonb, s, "
+            "now() - interval '31 days' FROM unnest(ARRAY['succeeded', 'rejected', 'abandoned', 'queued']) s",
+            org.id,
+            integration,
+        )
+    assert (await prune.run_pass())["deliveries"] == 3
+    assert await _one("SELECT array_agg(status)::text FROM integration_calls") == "{queued}"

@@ -9,7 +9,8 @@ others nothing (a global scan by age would re-read its rows on every pass).
 What goes, per organisation (its retention, app.lifecycle.retention):
 - bodies: after `bodies`, an attempt's response body (it keeps status, headers and timings). A mark
   per webhook says how far this has gone, so no attempt is read twice.
-- deliveries: succeeded ones after `deliveries`, with their attempts; dead-lettered ones nobody
+- deliveries: succeeded ones after `deliveries`, with their attempts (and finished background
+  integration calls); dead-lettered ones nobody
   cleared after `deliveries` from when they were dead-lettered, but only once announced a day ahead
   (`webhook.dlq.expiring`, one event per organisation per pass that finds any); cleared ones after
   `cleared_dlq` from when they were cleared. Deliveries still on their way are never removed.
@@ -44,6 +45,7 @@ from app.lifecycle.removals import (
     EVENTS,
     EXPIRED_DLQ,
     EXPIRING,
+    FINISHED_CALLS,
     FORGET_NOTICES,
     HEALTH_CHECKS,
     HEALTH_HOURS,
@@ -196,6 +198,7 @@ async def _bodies(scope: Scope) -> int:
 async def _deliveries(scope: Scope) -> int:
     seconds = scope.keep.seconds("deliveries")
     removed = sum([await _drain(SUCCEEDED, hook, seconds) for hook in scope.webhooks])
+    removed += await _drain(FINISHED_CALLS, scope.org_id, seconds)
     return removed + await _announce_and_expire_dlq(scope)
 
 
@@ -279,6 +282,7 @@ async def would_remove() -> dict[str, int]:
             ripe = await conn.fetchval(RIPE_NOTICE, org, float(NOTICE_AHEAD_SECONDS))
         if ripe is not None:  # only what was announced a day ago goes
             await add("deliveries", EXPIRED_DLQ, org, keep("deliveries"), ripe)
+        await add("deliveries", FINISHED_CALLS, org, keep("deliveries"))
         await add("cleared_dlq", CLEARED, org, keep("cleared_dlq"))
         await add("events", EVENTS, org, max(keep("events"), keep("deliveries")))
         await add("health_checks", HEALTH_CHECKS, org, keep("health_checks"))

@@ -99,6 +99,13 @@ STATS_HOURS = Removal("webhook_stats_hourly s", "s.id", f"s.webhook_id = $1 AND 
 JOBS = Removal(
     "jobs j", "j.id", f"j.org_id = $1 AND j.created_at < {_AGE} AND j.finished_at IS NOT NULL", "j.created_at"
 )
+# Finished background integration calls go with the deliveries (the same retention).
+FINISHED_CALLS = Removal(
+    "integration_calls c",
+    "c.id",
+    f"c.org_id = $1 AND c.created_at < {_AGE} AND c.status IN ('succeeded', 'rejected', 'abandoned')",
+    "c.created_at",
+)
 AUDIT = (
     Removal("failover_events f", "f.id", f"f.org_id = $1 AND f.at < {_AGE}", "f.at"),
     Removal("oauth_connection_events o", "o.id", f"o.org_id = $1 AND o.at < {_AGE}", "o.at"),
