@@ -82,6 +82,28 @@ async def events_publish(args: argparse.Namespace) -> str:
     return str(event_id)
 
 
+async def events_erase(args: argparse.Namespace) -> str:
+    """Erase the payload of one event or of every event of an aggregate; prints what was removed."""
+    import uuid
+
+    from app.accounts import services as accounts
+    from app.core.problems import NotFound
+    from app.lifecycle import erase
+
+    option = "event-id" if args.event_id is not None else "aggregate-id"
+    try:
+        key = uuid.UUID(args.event_id if args.event_id is not None else args.aggregate_id)
+    except ValueError:
+        _fail(f"--{option} {args.event_id or args.aggregate_id!r} is not a UUID")
+    org = await accounts.get_organization(args.org)
+    named = {"event_id": key} if option == "event-id" else {"aggregate_id": key}
+    try:
+        done = await erase.erase(org.id, actor="cli", **named)
+    except NotFound:
+        _fail(f"no event {key} in the organisation {args.org!r}")
+    return json.dumps(done.as_dict(), indent=2)
+
+
 async def migrate(_: argparse.Namespace) -> str:
     """Every Piccolo migration, then the event catalog; Piccolo's report goes to stderr."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
@@ -172,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--payload", required=True, help="a JSON object")
     p.add_argument("--metadata", help="a JSON object")
     p.set_defaults(run=events_publish)
+    p = events.add_parser(
+        "erase", help="erase the payload of an event, or of all of an aggregate's events (GDPR); prints a summary"
+    )
+    p.add_argument("--org", required=True, help="organisation slug")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--aggregate-id", help="every event of this aggregate")
+    which.add_argument("--event-id", help="this one event")
+    p.set_defaults(run=events_erase)
 
     catalog = sub.add_parser("catalog", help="the event-type catalog").add_subparsers(dest="action", required=True)
     catalog.add_parser("sync", help="load catalog.toml into the database").set_defaults(run=catalog_sync)

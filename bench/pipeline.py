@@ -58,9 +58,14 @@ def worker_argv(processes: int, threads: int) -> list[str]:
 
 
 @asynccontextmanager
-async def receiver(delay_ms: int = 0):
+async def receiver(delay_ms: int = 0, keep_arrivals: bool = True):
+    """The bench's receiver; with keep_arrivals off it only counts (a long run's arrivals would fill its
+    memory), and /_arrivals answers an empty list."""
     port = free_port()
-    process = spawn([sys.executable, "-m", "bench.receiver", str(port), str(delay_ms)])
+    process = spawn(
+        [sys.executable, "-m", "bench.receiver", str(port), str(delay_ms)],
+        BENCH_RECEIVER_ARRIVALS="1" if keep_arrivals else "0",
+    )
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=30) as control:
         for _ in range(100):
@@ -76,10 +81,10 @@ async def receiver(delay_ms: int = 0):
 
 
 @asynccontextmanager
-async def pipeline(worker_processes: int = WORKER_PROCESSES, groups: int = 1):
+async def pipeline(worker_processes: int = WORKER_PROCESSES, groups: int = 1, env: dict[str, str] | None = None):
     """The project's own processes: `groups` copies of a deployment's set, each a scheduler and a
     `dramatiq tasks` with `worker_processes` processes, against the one PostgreSQL and Redis; yields
-    (the worker groups, the schedulers)."""
+    (the worker groups, the schedulers). `env` is added to their environment (retention, say)."""
     from app.core import db
     from app.core.redis import get_redis
 
@@ -92,8 +97,8 @@ async def pipeline(worker_processes: int = WORKER_PROCESSES, groups: int = 1):
         with contextlib.suppress(Exception):
             await conn.execute("CHECKPOINT")
     await get_redis().flushdb()
-    workers = [spawn(worker_argv(worker_processes, WORKER_THREADS)) for _ in range(groups)]
-    schedulers = [spawn([sys.executable, "-m", "tasks.scheduler"]) for _ in range(groups)]
+    workers = [spawn(worker_argv(worker_processes, WORKER_THREADS), **(env or {})) for _ in range(groups)]
+    schedulers = [spawn([sys.executable, "-m", "tasks.scheduler"], **(env or {})) for _ in range(groups)]
     await asyncio.sleep(3 * groups)  # boot
     try:
         yield workers, schedulers

@@ -1,11 +1,13 @@
 """The bench's plot: one SVG of horizontal bars per measured figure, each against its target.
 
 Plain SVG written by hand (no plotting library to install): a panel per scenario, bars scaled within
-the panel, the target drawn as a dashed line, a bar red where its target is missed.
+the panel, the target drawn as a dashed line, a bar red where its target is missed. Below them, curves
+over time (the steady-state scenario: table bytes and page p95, pruning off then on).
 """
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 WIDTH = 760
@@ -63,6 +65,19 @@ def _panels(result: dict) -> list[tuple[str, str, list[tuple[str, float, float |
         timing.append(("retry lateness p99", r["lateness_p99_ms"], 1000.0, False))
     if timing:
         panels.append(("Fan-out and retry timing", "ms", timing))
+    if "steady" in by:
+        st = by["steady"]
+        off_rate = st["off"]["recorded_per_s"]
+        panels.append(
+            (
+                f"Steady state at {st['rate_per_s']:,} deliveries/s offered, retention {st['retention_s']} s",
+                "deliveries recorded/s",
+                [
+                    ("pruning off (reference)", off_rate, None, True),
+                    ("pruning on, second half", st["on"]["recorded_per_s"], 0.9 * off_rate, True),
+                ],
+            )
+        )
     pages = [
         row
         for row in result["rows"]
@@ -79,9 +94,89 @@ def _panels(result: dict) -> list[tuple[str, str, list[tuple[str, float, float |
     return panels
 
 
+CHART_H = 150
+CHART_GAP = 84
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#555555")
+Series = tuple[str, list[tuple[float, float]]]
+
+
+def _charts(result: dict) -> list[tuple[str, str, list[Series], float]]:
+    """(title, unit, [(label, [(seconds, value)])], where pruning goes on): the steady scenario's curves,
+    its off phase first and its on phase after it on one time axis."""
+    steady = next((row for row in result["rows"] if row["scenario"] == "steady"), None)
+    if not steady:
+        return []
+    switch = float(steady["off_seconds"])
+    samples = [(s["t"], s) for s in steady["off"]["samples"]] + [(switch + s["t"], s) for s in steady["on"]["samples"]]
+    tables = ("webhook_deliveries", "delivery_attempts", "events", "total")
+    checks = list(samples[0][1]["page_p95_ms"]) if samples else []
+    return [
+        (
+            "Steady state: table size, pruning off then on",
+            "MB, pg_total_relation_size",
+            [(table, [(t, s["bytes"][table] / 2**20) for t, s in samples]) for table in tables],
+            switch,
+        ),
+        (
+            "Steady state: rows, pruning off then on",
+            "thousands",
+            [(table, [(t, s["rows"][table] / 1000) for t, s in samples]) for table in tables],
+            switch,
+        ),
+        (
+            "Steady state: page p95 (20 requests per sample)",
+            "ms",
+            [(name, [(t, s["page_p95_ms"][name]) for t, s in samples]) for name in checks],
+            switch,
+        ),
+    ]
+
+
+def _nice(value: float) -> float:
+    """The smallest 1, 2, 2.5, 3, 4, 5, 8 or 10 times a power of ten at or above `value` (round ticks)."""
+    power = 10 ** math.floor(math.log10(value))
+    return next(step * power for step in (1, 2, 2.5, 3, 4, 5, 8, 10) if step * power >= value)
+
+
+def _chart(out: list[str], y: float, title: str, unit: str, series: list[Series], switch: float) -> None:
+    left, right = 70, WIDTH - 20
+    top, bottom = y + 30, y + 30 + CHART_H
+    points = [point for _, line in series for point in line]
+    x_max = max([t for t, _ in points] + [switch, 1.0])
+    y_max = _nice(max([v for _, v in points] + [1e-9]) * 1.05)
+    sx, sy = (right - left) / x_max, CHART_H / y_max
+    out.append(f'<text x="10" y="{y + 14}" font-weight="600">{escape(title)} ({escape(unit)})</text>')
+    for i in range(5):
+        value = y_max * i / 4
+        gy = bottom - value * sy
+        out.append(f'<line x1="{left}" x2="{right}" y1="{gy:.1f}" y2="{gy:.1f}" stroke="#e4e4e4"/>')
+        label = f"{value:,.0f}" if y_max >= 10 else f"{value:g}"
+        out.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end" fill="#555">{label}</text>')
+    for minute in range(int(x_max // 60) + 1):
+        gx = left + minute * 60 * sx
+        out.append(f'<text x="{gx:.1f}" y="{bottom + 14}" text-anchor="middle" fill="#555">{minute}</text>')
+    out.append(f'<text x="{right}" y="{bottom + 28}" text-anchor="end" fill="#555">minutes</text>')
+    sw = left + switch * sx
+    out.append(f'<line x1="{sw:.1f}" x2="{sw:.1f}" y1="{top}" y2="{bottom}" stroke="#333" stroke-dasharray="3 2"/>')
+    out.append(f'<text x="{sw - 4:.1f}" y="{top + 10}" text-anchor="end" fill="#333">pruning off</text>')
+    out.append(f'<text x="{sw + 4:.1f}" y="{top + 10}" fill="#333">pruning on</text>')
+    for n, (label, line) in enumerate(series):
+        colour = COLOURS[n % len(COLOURS)]
+        # the gap between the phases is not drawn across
+        for part in ([p for p in line if p[0] < switch], [p for p in line if p[0] >= switch]):
+            if part:
+                path = " ".join(f"{left + t * sx:.1f},{bottom - v * sy:.1f}" for t, v in part)
+                out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+        lx = left + n * 165
+        out.append(f'<rect x="{lx}" y="{bottom + 34}" width="10" height="10" fill="{colour}"/>')
+        out.append(f'<text x="{lx + 14}" y="{bottom + 43}">{escape(label)}</text>')
+
+
 def svg(result: dict) -> str:
     panels = _panels(result)
+    charts = _charts(result)
     height = 50 + sum(PANEL_GAP + ROW_H * len(bars) for _, _, bars in panels) + 20
+    height += len(charts) * (CHART_H + CHART_GAP)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         f'viewBox="0 0 {WIDTH} {height}" font-family="system-ui, sans-serif" font-size="12">',
@@ -112,6 +207,9 @@ def svg(result: dict) -> str:
                 )
             y += ROW_H
         y += PANEL_GAP - 22
+    for title, unit, series, switch in charts:
+        _chart(out, y, title, unit, series, switch)
+        y += CHART_H + CHART_GAP
     out.append(
         f'<text x="10" y="{height - 8}" fill="#555">Green: target met; red: missed; dashed line: the target.</text>'
     )

@@ -5,7 +5,8 @@ paths under /hang/<percent>/, that share of requests gets no answer at all: the 
 until the sender gives up, as a receiver stuck on a lock does; such an arrival is kept with status 0),
 counts the 2xx answers, and keeps (event id, webhook-id, arrival time, path, status) for every POST so
 the bench can compute latency, lateness and, for the chaos run, what arrived where and how often.
-GET /_stats returns the count; GET /_arrivals the records; POST /_reset clears them; POST
+GET /_stats returns the count; GET /_arrivals the records (none are kept with
+BENCH_RECEIVER_ARRIVALS=0, for long runs that only count); POST /_reset clears them; POST
 /_fail/<seconds> makes it answer 500 to everything for that long (an outage). An optional second
 argument delays each answer by that many milliseconds, so that sends are in flight when a fault hits.
 """
@@ -37,6 +38,7 @@ class State:
 
 
 DELAY = 0.0
+KEEP_ARRIVALS = os.environ.get("BENCH_RECEIVER_ARRIVALS", "1") != "0"
 
 
 STATE = State()
@@ -92,7 +94,8 @@ class Protocol(asyncio.Protocol):
             now = time.time()
             event = body[7:43].decode("latin-1")  # the body starts {"id": "<uuid>"
             if path.startswith("/hang/") and random.random() * 100 < float(path.split("/", 3)[2]):
-                STATE.arrivals.append((event, delivery, now, path, 0))
+                if KEEP_ARRIVALS:
+                    STATE.arrivals.append((event, delivery, now, path, 0))
                 return
             if now < STATE.failing_until:
                 answer, status = DOWN, 500
@@ -102,7 +105,8 @@ class Protocol(asyncio.Protocol):
             else:
                 STATE.count += 1
                 answer, status = OK, 200
-            STATE.arrivals.append((event, delivery, now, path, status))
+            if KEEP_ARRIVALS:
+                STATE.arrivals.append((event, delivery, now, path, status))
             if DELAY:
                 asyncio.get_running_loop().call_later(DELAY, self._write, answer)
             else:

@@ -178,6 +178,7 @@ SCENARIOS = (
     "throughput",
     "scaleout",
     "memory",
+    "steady",
     "latency",
     "fanout",
     "retry",
@@ -190,7 +191,7 @@ SCENARIOS = (
 
 async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
     from app.core import db
-    from bench import engine_load, ingest, noisy, pipeline
+    from bench import engine_load, ingest, noisy, pipeline, steady
 
     await db.open_pool(max_size=4)
     rows: list[dict] = []
@@ -212,6 +213,8 @@ async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
             await run("scale-out", pipeline.throughput(15 if quick else 60, groups=2))
         if "memory" in only and not quick:  # the smoke run reads memory from the throughput run
             await run("memory", pipeline.memory(200_000))
+        if "steady" in only:  # before the scenarios that leave many webhooks behind for every pruning pass
+            await run("steady", steady.steady(**steady.durations(quick)))
         if "latency" in only:
             await run("latency", pipeline.latency(100 if quick else 200, 12 if quick else 60))
         if "fanout" in only:
@@ -226,10 +229,59 @@ async def pipeline_scenarios(quick: bool, only: set[str]) -> list[dict]:
         if "ingest" in only:
             await run("ingest", ingest.ingest(10 if quick else 30))
         for row in rows:
-            print(f"[bench] {json.dumps(row, default=str)}", file=sys.stderr, flush=True)
+            print(f"[bench] {json.dumps(_brief(row), default=str)}", file=sys.stderr, flush=True)
     finally:
         await db.close_pool()
     return rows
+
+
+def _brief(row: dict) -> dict:
+    """A row without its samples (the steady scenario's curve is in the JSON file and the plot)."""
+    if row.get("scenario") != "steady":
+        return row
+    return row | {phase: {k: v for k, v in row[phase].items() if k != "samples"} for phase in ("off", "on")}
+
+
+def _split(split: dict) -> str:
+    return f"{split['all']} ms (" + ", ".join(f"{k} {v}" for k, v in split.items() if k != "all") + ")"
+
+
+def judge_steady(s: dict) -> list[tuple[str, str, str]]:
+    """The steady-state scenario's targets (issue 15), and its CPU split, which has none ("info")."""
+    off, on = s["off"], s["on"]
+    verdicts = []
+
+    def add(target: str, figure: str, met: bool) -> None:
+        verdicts.append((target, figure, "met" if met else "MISSED"))
+
+    minutes = f"{s['on_seconds'] / 60:g} min on, {s['off_seconds'] / 60:g} off, retention {s['retention_s']} s"
+    add(
+        f"steady ({minutes}): deliveries/s pruning on ≥ 0.90 of off",
+        f"{s['throughput_ratio']:.2f} ({on['recorded_per_s']:,} vs {off['recorded_per_s']:,}/s, "
+        f"offered {s['rate_per_s']:,}/s; lag at end {on['lag_at_end']:,} vs {off['lag_at_end']:,})",
+        s["throughput_ratio"] >= 0.9,
+    )
+    flat = s["second_half_max_over_min"]
+    figure = f"worst {s['worst_flatness']} ({max(flat, key=flat.get)})" if flat else "no samples"
+    if on["samples"] and off["samples"]:
+        mb = [phase["samples"][-1]["bytes"]["total"] / 2**20 for phase in (on, off)]
+        figure += f"; {mb[0]:.0f} MB at the end (off: {mb[1]:.0f} MB)"
+    add("steady: table rows and bytes flat in the second half (max/min ≤ 1.10)", figure, s["worst_flatness"] <= 1.10)
+    pages = s["pages"]
+    add(
+        "steady: page p95 at the end within 10% of the start",
+        "; ".join(f"{name} {p['start_p95_ms']} → {p['end_p95_ms']} ms" for name, p in pages.items()),
+        all(p["ratio"] is not None and p["ratio"] <= 1.10 for p in pages.values()) and on["page_errors"] == 0,
+    )
+    # What the pruner costs, beside the reference.
+    verdicts.append(
+        (
+            "steady: CPU per delivery, pruning off → on",
+            f"{_split(off['cpu_ms_per_delivery'])} → {_split(on['cpu_ms_per_delivery'])}",
+            "info",
+        )
+    )
+    return verdicts
 
 
 BASELINES = ("baseline (a) asyncio", "baseline (b) Dramatiq + shared httpx client")
@@ -305,6 +357,8 @@ def judge(rows: list[dict]) -> list[tuple[str, str, str]]:
             0 < m["worker_rss_mb_second_half_max"] <= 250
             and m["worker_rss_mb_second_half_max"] <= m["worker_rss_mb_first_half_max"] * 1.1,
         )
+    if "steady" in by:
+        verdicts += judge_steady(by["steady"])
     if "latency" in by:
         lat = by["latency"]
         add(

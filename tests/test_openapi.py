@@ -67,3 +67,17 @@ def test_every_api_route_documents_the_problems_it_can_answer(schema):
                 content = response.get("content", {})
                 assert "application/problem+json" in content, f"{method.upper()} {path} {code} is not problem+json"
                 assert _resolve(schema, content["application/problem+json"]["schema"])["properties"]["detail"]
+
+
+def test_payload_erasure_is_documented_with_its_scope_and_answer(schema):
+    operation = schema["paths"]["/api/v1/events/{event_id}/payload"]["delete"]
+    assert {"200", "401", "403", "404", "429"} <= set(operation["responses"])
+    answer = _resolve(schema, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    assert {"event_id", "erased_at", "attempts_cleared"} <= set(answer["properties"])
+    detail = _resolve(
+        schema,
+        schema["paths"]["/api/v1/deliveries/{delivery_id}"]["get"]["responses"]["200"]["content"]["application/json"][
+            "schema"
+        ],
+    )
+    assert "event_erased_at" in detail["properties"]

@@ -224,7 +224,7 @@ async def test_the_pruner_and_the_dlq_page_read_the_indexes_made_for_them():
                     "succeeded deliveries",
                     removals.SUCCEEDED.delete,
                     [hook, 86400.0, 2000],
-                    "webhook_deliveries_history_idx",
+                    ("webhook_deliveries_history_idx", "webhook_deliveries_status_history_idx"),
                 ),
                 ("cleared DLQ items", removals.CLEARED.delete, [org, 86400.0, 2000], "webhook_deliveries_cleared_idx"),
                 (
@@ -241,5 +241,6 @@ async def test_the_pruner_and_the_dlq_page_read_the_indexes_made_for_them():
         finally:
             await tx.rollback()
     for name, _, _, index in cases:
-        assert index in plans[name], f"{name}: not read from {index}\n{plans[name]}"
+        wanted = index if isinstance(index, tuple) else (index,)  # either of a webhook's history indexes
+        assert any(f" {one} " in plans[name] for one in wanted), f"{name}: not read from {index}\n{plans[name]}"
         assert "Seq Scan on webhook_deliveries" not in plans[name], f"{name}\n{plans[name]}"

@@ -23,6 +23,7 @@ NAVIGATION: list[tuple[str, str]] = [
     ("integrations:list", "Integrations"),
     ("events:catalog", "Event catalog"),
     ("tokens:list", "API tokens"),
+    ("lifecycle:retention", "Retention"),
 ]
 
 

@@ -191,6 +191,8 @@ def _kind(name: str):
 @_kind("bodies")
 async def _bodies(scope: Scope) -> int:
     seconds = scope.keep.seconds("bodies")
+    if seconds >= scope.keep.seconds("deliveries"):
+        return 0  # the deliveries go first, bodies and all: rewriting each attempt would only bloat
     return sum([await _strip_bodies(hook, seconds) for hook in scope.webhooks])
 
 

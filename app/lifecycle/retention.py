@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from app.core import db
 from app.core.settings import DAY, get_settings
@@ -125,7 +126,7 @@ def parse(form: Mapping[str, str]) -> dict[str, int | None]:
             chosen[name] = None
             continue
         top = base.max_days(name)
-        if not text.isdigit() or len(text) > 6 or not 1 <= int(text) <= top:
+        if not (text.isascii() and text.isdigit()) or len(text) > 6 or not 1 <= int(text) <= top:
             if top < 1:
                 errors[name] = f"This installation keeps these {describe(base.caps[name])} at most; leave it blank."
             else:
@@ -198,3 +199,35 @@ async def _estimate(conn, kind: str, table: str, org_id: uuid.UUID) -> int:
         where += " AND response_body IS NOT NULL"
     plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} WHERE {where}", org_id)  # noqa: S608
     return int(json.loads(plan)[0]["Plan"]["Plan Rows"]) if plan else 0
+
+
+# --- what the retention and DLQ pages show ----------------------------------------------------------
+
+
+async def prune_status() -> dict[str, dict]:
+    """Per kind, when the pruner last ran and what it removed (installation-wide: one pass prunes every
+    organisation). A kind missing here has not been pruned yet."""
+    async with db.connection() as conn:
+        rows = await conn.fetch("SELECT kind, last_run_at, last_removed, total_removed, last_error FROM prune_state")
+    return {row["kind"]: dict(row) for row in rows}
+
+
+DLQ_EXPIRING = """
+SELECT count(*) AS n, min(dlq_at) AS first FROM webhook_deliveries
+WHERE org_id = $1 AND status = 'dlq' AND cleared_at IS NULL AND dlq_at < now() - make_interval(secs => $2::float8)
+"""
+
+
+async def dlq_expiring(
+    org_id: uuid.UUID, within_seconds: int = DAY, keep: Retention | None = None
+) -> tuple[int, datetime | None]:
+    """How many uncleared DLQ items reach their retention (`deliveries`, counted from when they were
+    dead-lettered) within `within_seconds`, and when the first of them does (it may be past already).
+
+    An uncleared item is something nobody has looked at yet, so the DLQ page says so a day ahead, as
+    `webhook.dlq.expiring` does. The count reads the DLQ index (org_id, dlq_at) of uncleared items."""
+    seconds = (keep or await for_org(org_id)).seconds("deliveries")
+    async with db.connection() as conn:
+        row = await conn.fetchrow(DLQ_EXPIRING, org_id, float(seconds - within_seconds))
+    first = row["first"] + timedelta(seconds=seconds) if row["first"] is not None else None
+    return int(row["n"]), first

@@ -38,7 +38,8 @@ class Job(msgspec.Struct):
     """How many items the filter matched when the job began."""
     processed: int
     errors: int
-    """Items it could not take (their webhook is disabled or deleted, or they changed meanwhile)."""
+    """Items it could not take: their webhook is disabled or deleted, their event's payload was erased
+    (statements.REPLAY takes none of those: nothing would be sent), or they changed meanwhile."""
     created_at: datetime
     finished_at: datetime | None
 
@@ -110,7 +111,8 @@ async def _work_through(job) -> None:
     selection = filter_class.from_params(json.loads(job["params"]))
     # Only what matched when the job began: a delivery retried here that fails again (re-entering the
     # DLQ later) is not this job's business again. The walk is a keyset over (time, id), so each
-    # delivery is visited once, also those a retry cannot take (webhook disabled or deleted).
+    # delivery is visited once, also those a retry cannot take (webhook disabled or deleted, payload
+    # erased): those count as the job's errors.
     if selection.until is None or selection.until > job["created_at"]:
         selection.until = job["created_at"]
     where, args = selection.where(job["org_id"])

@@ -122,7 +122,14 @@ async def deliver_many(
         rows = await conn.fetch(statements.CLAIM, keys, LEASE_MARGIN_SECONDS, uuid.UUID(message_id))
         ready, dead = [], []
         for row in rows:
-            if (row["deleted_at"] is not None or not row["enabled"]) and row["next_trigger"] != "test":
+            if row["erased_at"] is not None:
+                # Erased while this delivery was being sent, and now retried: nothing is left to send.
+                # Straight to the DLQ like erase.py's waiting ones: not announced, not counted.
+                await conn.execute(
+                    statements.TO_DLQ, row["id"], DlqReason.payload_erased.value, 1, row["attempt_count"]
+                )
+                dead.append(row["id"])
+            elif (row["deleted_at"] is not None or not row["enabled"]) and row["next_trigger"] != "test":
                 reason = DlqReason.webhook_deleted if row["deleted_at"] is not None else DlqReason.webhook_disabled
                 async with conn.transaction():
                     await dlq.to_dlq(conn, row, reason, fence=row["attempt_count"], undo_attempt=True)

@@ -2,12 +2,14 @@
 
 A replay (and a DLQ retry, which is a replay of a dead-lettered delivery) adds an attempt to the same
 delivery, so the receiver sees the same webhook-id and can de-duplicate; it also starts a fresh retry
-budget, so a retried delivery gets the whole policy again. Many at once: bulk.py.
+budget, so a retried delivery gets the whole policy again. A delivery whose event's payload was erased
+(lifecycle/erase.py) is never replayed: it would go out empty. Many at once: bulk.py.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 
 from app.core import db, queue
 from app.core.fields import as_uuid
@@ -48,6 +50,11 @@ async def replay(org_id: uuid.UUID, delivery_id: uuid.UUID | str, *, only_dlq: b
             row = await conn.fetchrow(statements.WHY_NOT_REPLAYED, key, org_id)
             if row is None:
                 raise NotFound("No such delivery in this organisation.")
+            if row["erased_at"] is not None:
+                erased = row["erased_at"].astimezone(UTC)
+                raise Conflict(
+                    f"Its event's payload was erased on {erased:%Y-%m-%d %H:%M:%S} UTC; there is nothing to send."
+                )
             if row["deleted_at"] is not None:
                 raise Conflict("Its webhook was deleted; there is nowhere to send it.")
             if not row["enabled"]:

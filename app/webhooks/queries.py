@@ -99,7 +99,7 @@ async def get_delivery(org_id: uuid.UUID, delivery_id: uuid.UUID | str) -> dict[
     async with db.connection() as conn:
         row = await conn.fetchrow(
             f"SELECT {DELIVERY_COLUMNS}, e.payload::text AS payload, e.metadata::text AS metadata, "  # noqa: S608
-            "e.aggregate_id, e.created_at AS event_at, d.org_id "
+            "e.aggregate_id, e.created_at AS event_at, e.erased_at AS event_erased_at, d.org_id "
             "FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id "
             "WHERE d.id = $1 AND d.org_id = $2",
             key,
@@ -110,13 +110,14 @@ async def get_delivery(org_id: uuid.UUID, delivery_id: uuid.UUID | str) -> dict[
         attempts = await conn.fetch(
             "SELECT id, attempt_number, trigger, started_at, duration_ms, request_url, "
             "request_headers::text AS request_headers, response_status, response_headers::text AS response_headers, "
-            "response_body, response_truncated, error_class, error_message, next_delay_ms, outcome "
+            "response_body, response_truncated, error_class, error_message, next_delay_ms, outcome, body_removed "
             "FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt_number, started_at",
             key,
         )
     delivery = dict(row)
     # The exact bytes every attempt sent (they are the same on each): what "Copy as curl" reproduces.
-    delivery["request_body"] = build_body(row).decode()
+    # Once the payload is erased they cannot be rebuilt: an envelope around `{}` was never sent.
+    delivery["request_body"] = "" if row["event_erased_at"] else build_body(row).decode()
     delivery["payload"] = json.loads(delivery["payload"])
     delivery["metadata"] = json.loads(delivery["metadata"])
     delivery["attempts"] = [

@@ -172,7 +172,8 @@ class DeliveryOut(msgspec.Struct):
     last_status_code: int | None
     last_error: str | None
     dlq_reason: str | None
-    """Why it is in the DLQ: retries_exhausted, non_retryable, gone, webhook_disabled or webhook_deleted."""
+    """Why it is in the DLQ: retries_exhausted, non_retryable, gone, webhook_disabled, webhook_deleted or
+    payload_erased (its event's payload was erased before it was sent)."""
     dlq_at: datetime | None
     cleared_at: datetime | None
     created_at: datetime
@@ -204,17 +205,23 @@ class AttemptOut(msgspec.Struct):
     error_message: str | None
     next_delay_ms: int | None
     outcome: str
+    body_removed: str | None
+    """Why `response_body` is empty although there was an answer: erasure (the event's payload was
+    erased on request) or retention (kept only for the retention period); None: nothing removed."""
 
 
 class DeliveryDetail(DeliveryOut):
     payload: dict[str, Any]
+    """Empty once the event's payload was erased (`event_erased_at`)."""
     metadata: dict[str, Any]
     aggregate_id: uuid.UUID | None
     event_at: datetime
     org_id: uuid.UUID
     request_body: str
-    """The exact bytes every attempt sent (the same on each)."""
+    """The exact bytes every attempt sent (the same on each); empty once the payload was erased."""
     attempts: list[AttemptOut]
+    event_erased_at: datetime | None
+    """When the event's payload (and every attempt's response body) was erased; None: it was not."""
 
 
 class Replayed(msgspec.Struct):
@@ -233,7 +240,8 @@ class DlqFilterIn(msgspec.Struct):
     webhook_id: Annotated[Any, _loose(STRING, "The webhook's id (a UUID).")] = None
     event_type: Annotated[Any, _loose(STRING, "An event type, e.g. job.created.")] = None
     reason: Annotated[
-        Any, _loose(STRING, "retries_exhausted, non_retryable, gone, webhook_disabled or webhook_deleted.")
+        Any,
+        _loose(STRING, "retries_exhausted, non_retryable, gone, webhook_disabled, webhook_deleted or payload_erased."),
     ] = None
     since: Annotated[Any, _loose(STRING, "ISO 8601; without a zone it is UTC. Dead-lettered at or after.")] = None
     until: Annotated[Any, _loose(STRING, "ISO 8601; dead-lettered before this time.")] = None

@@ -1,7 +1,9 @@
 """Every statement that moves a delivery from one state to the next, each written once, here.
 
 State machine (DESIGN): pending -> processing -> success; processing -> failed (retry scheduled at
-next_attempt_at) -> processing ...; processing -> dlq; dlq -> pending (retry from the DLQ). Every
+next_attempt_at) -> processing ...; processing -> dlq; dlq -> pending (retry from the DLQ). A delivery
+whose event's payload was erased (lifecycle/erase.py) has nothing left to send: waiting, it goes to the
+DLQ (`payload_erased`), the claim hands one that slipped through back to the DLQ, and no replay takes it. Every
 transition is one conditional UPDATE, so two actors racing for a delivery cannot both win: the
 WHERE clause states what the delivery must still be for the transition to apply. Writes after a send
 are fenced by the attempt number the claim returned (`attempt_count = $n`): a worker that outlived
@@ -46,21 +48,22 @@ MARK_EVENT_FANNED_OUT = "UPDATE events SET fanned_out_at = now() WHERE id = $1"
 
 # A replay (or a DLQ retry) adds an attempt to the same delivery, so the receiver sees the same
 # webhook-id and can de-duplicate; `attempts_base` starts a fresh retry budget, so a retried delivery
-# gets the whole policy again. Only while its webhook can still take it. The delivery is held for
-# dispatch (a message already carrying it can no longer claim it).
+# gets the whole policy again. Only while its webhook can still take it and its event still has a
+# payload (an erased one would go out empty). The delivery is held for dispatch (a message already
+# carrying it can no longer claim it).
 REPLAY = """
 UPDATE webhook_deliveries d SET status = 'pending', next_trigger = 'manual', attempts_base = d.attempt_count,
     next_attempt_at = now(), message_id = NULL, requeued_at = NULL, lease_expires_at = NULL, dlq_reason = NULL,
     dlq_at = NULL, cleared_at = NULL, cleared_by = NULL, completed_at = NULL, updated_at = now()
-FROM webhooks w
+FROM webhooks w, events e
 WHERE d.id = ANY($1) AND d.org_id = $2 AND d.status = ANY($3) AND w.id = d.webhook_id
-  AND w.deleted_at IS NULL AND w.enabled
+  AND w.deleted_at IS NULL AND w.enabled AND e.id = d.event_id AND e.erased_at IS NULL
 RETURNING d.id, d.webhook_id
 """
 # Why a replay did not apply: the admin is told which of the conditions above failed.
 WHY_NOT_REPLAYED = (
-    "SELECT d.status, d.cleared_at, w.enabled, w.deleted_at FROM webhook_deliveries d "
-    "JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1 AND d.org_id = $2"
+    "SELECT d.status, d.cleared_at, w.enabled, w.deleted_at, e.erased_at FROM webhook_deliveries d "
+    "JOIN webhooks w ON w.id = d.webhook_id JOIN events e ON e.id = d.event_id WHERE d.id = $1 AND d.org_id = $2"
 )
 
 # --- held -> handed over (dispatch.py) -----------------------------------------------------------------
@@ -113,7 +116,8 @@ HAND_OVER = (
 # names ($3), which dispatch wrote once the delivery was due by the database's clock: a stray,
 # duplicate or stale message claims nothing, whatever the clock of the machine that sent or took it.
 # The lease is the webhook's timeout plus a margin ($2): if the worker dies mid-send, the sweep takes
-# over when it runs out.
+# over when it runs out. `erased_at` set: the event's payload was erased after the delivery last left
+# the waiting states (it was being sent then, and is retried now): the worker dead-letters it unsent.
 CLAIM = """
 WITH claimed AS (
     UPDATE webhook_deliveries d
@@ -126,7 +130,8 @@ WITH claimed AS (
               d.next_trigger, w.url, w.secret, w.previous_secret, w.previous_secret_expires_at, w.headers,
               w.timeout_seconds, w.enabled, w.deleted_at
 )
-SELECT c.*, e.payload::text AS payload, e.metadata::text AS metadata, e.aggregate_id, e.created_at AS event_at
+SELECT c.*, e.payload::text AS payload, e.metadata::text AS metadata, e.aggregate_id, e.created_at AS event_at,
+       e.erased_at
 FROM claimed c JOIN events e ON e.id = c.event_id
 """
 
@@ -134,17 +139,22 @@ FROM claimed c JOIN events e ON e.id = c.event_id
 
 # Many successes in one statement (one round trip, one commit): the attempts, the new states (fenced),
 # and the failure counters. Batching is what lifted throughput past about 240 deliveries/s.
+# An answer that arrives after its event's payload was erased (the send was under way) may echo the
+# payload: its body is not stored (`erased`: one primary-key read of the delivery and of its event).
 RECORD_SUCCESSES = """
 WITH attempts AS (
     INSERT INTO delivery_attempts (id, delivery_id, attempt_number, trigger, started_at, duration_ms,
                                    request_url, request_headers, response_status, response_headers,
-                                   response_body, response_truncated, outcome)
+                                   response_body, response_truncated, outcome, body_removed)
     SELECT a.id, a.delivery_id, a.n, a.trigger, a.started_at, a.duration_ms, a.url, a.request_headers::jsonb,
-           a.status, a.response_headers::jsonb, a.body, a.truncated, 'success'
+           a.status, a.response_headers::jsonb, CASE WHEN erased THEN NULL ELSE a.body END, a.truncated, 'success',
+           CASE WHEN erased THEN 'erasure' END
     FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::int[], $7::text[],
                 $8::text[], $9::int[], $10::text[], $11::text[], $12::bool[])
          AS a(id, delivery_id, n, trigger, started_at, duration_ms, url, request_headers, status, response_headers,
               body, truncated)
+         CROSS JOIN LATERAL (SELECT (SELECT e.erased_at IS NOT NULL FROM webhook_deliveries x
+                                     JOIN events e ON e.id = x.event_id WHERE x.id = a.delivery_id) IS TRUE AS erased) g
 ), reset AS (
     UPDATE webhooks SET consecutive_failures = 0 WHERE id = ANY($13::uuid[]) AND consecutive_failures <> 0
 )
@@ -157,12 +167,17 @@ WHERE d.id = u.id AND (d.status = 'processing' AND d.attempt_count = u.n) IS TRU
 
 # --- processing -> (decision pending) after a failed attempt ---------------------------------------------
 
-# Every attempt is on record, also one whose outcome arrives after the sweep took the delivery over.
+# Every attempt is on record, also one whose outcome arrives after the sweep took the delivery over
+# (without its body if the event's payload was erased meanwhile, as in RECORD_SUCCESSES).
 INSERT_ATTEMPT = (
     "INSERT INTO delivery_attempts (id, delivery_id, attempt_number, trigger, started_at, duration_ms, "
     "request_url, request_headers, response_status, response_headers, response_body, response_truncated, "
-    "error_class, error_message, outcome) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, $11, $12, $13, $14, $15)"
+    "error_class, error_message, outcome, body_removed) "
+    "SELECT $1::uuid, $2::uuid, $3::int, $4::text, $5::timestamptz, $6::int, $7::text, $8::jsonb, $9::int, "
+    "$10::jsonb, CASE WHEN erased THEN NULL ELSE $11::text END, $12::bool, $13::text, $14::text, $15::text, "
+    "CASE WHEN erased THEN 'erasure' END "
+    "FROM (SELECT (SELECT e.erased_at IS NOT NULL FROM webhook_deliveries x JOIN events e ON e.id = x.event_id "
+    "WHERE x.id = $2::uuid) IS TRUE AS erased) g"
 )
 # The last answer is shown on the delivery; RETURNING tells the worker whether the claim is still its own.
 NOTE_FAILED_ANSWER = (
@@ -256,6 +271,17 @@ UPDATE webhook_deliveries d SET status = 'dlq',
 FROM batch, webhooks w
 WHERE d.id = batch.id AND w.id = $2
 """
+
+# Erasure (lifecycle/erase.py): what still waits to be sent for the erased events $1 goes to the DLQ in
+# the transaction that erases them, test sends too: there is nothing left to send. One handed over
+# already is no longer claimable (the claim takes only waiting deliveries); its message frees its slot.
+# Not announced as dead-lettered and not counted towards auto-disable: nothing failed. Found by the
+# (event, webhook) index; the state is in the `IS TRUE` form so that no partial index of states is used.
+ERASED_TO_DLQ = (
+    "UPDATE webhook_deliveries SET status = 'dlq', dlq_reason = 'payload_erased', dlq_at = now(), "
+    "updated_at = now(), next_attempt_at = NULL, lease_expires_at = NULL "
+    "WHERE event_id = ANY($1::uuid[]) AND (status IN ('pending', 'failed')) IS TRUE"
+)
 
 # --- dlq -> cleared (kept for audit) ------------------------------------------------------------------
 

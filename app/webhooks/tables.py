@@ -37,6 +37,7 @@ class DlqReason(enum.StrEnum):
     gone = "gone"  # 410: the receiver says the endpoint is gone for good
     webhook_disabled = "webhook_disabled"
     webhook_deleted = "webhook_deleted"
+    payload_erased = "payload_erased"  # its event's payload was erased (GDPR) before it was sent
 
 
 class Trigger(enum.StrEnum):

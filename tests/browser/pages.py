@@ -161,3 +161,25 @@ class IntegrationPage:
     @property
     def audit(self):
         return self.page.get_by_test_id("audit-trail")
+
+
+class RetentionPage:
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    def row(self, kind: str):
+        return self.page.locator(f'[data-testid="kind-row"][data-kind="{kind}"]')
+
+    def field(self, label: str):
+        return self.page.get_by_label(f"{label} (days)")
+
+    def error(self, kind: str):
+        return self.page.locator(f"#{kind}-error")
+
+    @property
+    def form_controls(self):
+        """Inputs and buttons in the page's content (the header's sign-out button is not the page's)."""
+        return self.page.locator("main").locator("input:not([type=hidden]), button, select, textarea")
+
+    async def save(self) -> None:
+        await self.page.get_by_test_id("save-retention").click()

@@ -12,6 +12,8 @@
 - `erasures`: the audit trail of payload erasures.
 - `events.erased_at`, `delivery_attempts.body_removed` ('retention' | 'erasure'): what was removed
   and why, so the debugger can say so instead of showing an empty body.
+- Autovacuum sooner on the three tables pruning churns (2% dead rows instead of PostgreSQL's 20%):
+  the steady-state bench saw rows flat but bytes growing with the default.
 - Indexes the pruner reads, each leading with the organisation (or webhook) it prunes for, and the
   DLQ index now skips cleared items (the DLQ page lists only uncleared ones).
 """
@@ -81,6 +83,9 @@ FORWARDS = [
         at timestamptz NOT NULL DEFAULT now()
     )""",
     "CREATE INDEX IF NOT EXISTS erasures_org_at_idx ON erasures (org_id, at)",
+    "ALTER TABLE webhook_deliveries SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02)",
+    "ALTER TABLE delivery_attempts SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02)",
+    "ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02)",
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS erased_at timestamptz",
     "ALTER TABLE delivery_attempts ADD COLUMN IF NOT EXISTS body_removed varchar(16)",
     "CREATE INDEX IF NOT EXISTS events_aggregate_idx ON events (org_id, aggregate_id) WHERE aggregate_id IS NOT NULL",
@@ -113,6 +118,9 @@ BACKWARDS = [
     "DROP TABLE IF EXISTS prune_marks",
     "DROP TABLE IF EXISTS prune_state",
     "DROP TABLE IF EXISTS retention_settings",
+    "ALTER TABLE webhook_deliveries RESET (autovacuum_vacuum_scale_factor, autovacuum_analyze_scale_factor)",
+    "ALTER TABLE delivery_attempts RESET (autovacuum_vacuum_scale_factor, autovacuum_analyze_scale_factor)",
+    "ALTER TABLE events RESET (autovacuum_vacuum_scale_factor, autovacuum_analyze_scale_factor)",
 ]
 
 

@@ -172,6 +172,6 @@ class DebuggerPages(Controller):
 def _curl(found: dict[str, Any]) -> str | None:
     attempts = found["attempts"]
     sent = [a for a in attempts if a["request_headers"]]
-    if not sent:
+    if not sent or found["event_erased_at"]:  # erased: the body that was sent is gone, so is the command
         return None
     return as_curl(sent[-1]["request_url"], sent[-1]["request_headers"], found["request_body"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from litestar import Controller, Response, get, post
 from litestar.exceptions import ClientException
@@ -12,6 +13,7 @@ from litestar.response import Redirect, Template
 
 from app.accounts.auth import admin_only, principal_of
 from app.core.paging import BadQuery
+from app.lifecycle import retention
 from app.webhooks import bulk, dlq, operations, services
 
 FILTER_FIELDS = ("webhook_id", "event_type", "reason", "since", "until")
@@ -49,6 +51,7 @@ class DlqPages(Controller):
         }
         if request.htmx and request.htmx.target == "dlq-items":
             return HTMXTemplate(template_name="webhooks/partials/dlq_items.html", context=context)
+        context["expiring"] = await _expiring(principal.org_id)
         return Template("webhooks/dlq.html", context=context)
 
     @post("/{delivery_id:uuid}/clear", name="dlq:clear-one", guards=[admin_only])
@@ -77,3 +80,15 @@ class DlqPages(Controller):
         job_id = await bulk.start_bulk(principal.org_id, kind, dlq_filter, principal.user_id)
         job = await bulk.get_job(principal.org_id, job_id)
         return HTMXTemplate(template_name="webhooks/partials/job_progress.html", context={"job": job})
+
+
+async def _expiring(org_id: uuid.UUID) -> dict:
+    """What of the organisation's DLQ reaches its retention within a day (the notice above the list)."""
+    keep = await retention.for_org(org_id)
+    count, first_at = await retention.dlq_expiring(org_id, keep=keep)
+    return {
+        "count": count,
+        "first_at": first_at,
+        "first_ahead": first_at is not None and first_at > datetime.now(UTC),
+        "period": retention.describe(keep.seconds("deliveries")),
+    }
