@@ -118,7 +118,9 @@ async def for_org(org_id: uuid.UUID) -> Retention:
 
 def parse(form: Mapping[str, str]) -> dict[str, int | None]:
     """Whole days per kind from a form or JSON body (blank or null: the installation's default)."""
-    base, errors, chosen = default_retention(), {}, {}
+    base = default_retention()
+    errors: dict[str, str] = {}
+    chosen: dict[str, int | None] = {}
     for name in NAMES:
         raw = form.get(name)
         text = "" if raw is None else str(raw).strip()
