@@ -220,7 +220,6 @@ async def test_the_pruner_and_the_dlq_page_read_the_indexes_made_for_them():
             )
             cases = [
                 ("the DLQ page", dlq_page, args, "webhook_deliveries_dlq_idx"),
-                ),
                 ("cleared DLQ items", removals.CLEARED.delete, [org, 86400.0, 2000], "webhook_deliveries_cleared_idx"),
                 (
                     "announced DLQ items",
